@@ -1,0 +1,176 @@
+"""Plan files → validated ``Plan`` values, or every problem found, each at ``file:line:col``.
+
+``load_plan_bytes`` is pure (bytes in, result out) so the app can check a file read from a git
+ref or the GitHub API exactly as the CLI checks a file on disk. It never raises anything but
+``PlanError`` for bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.actions.registry import ActionRegistry, default_registry
+from app.errors import Issue, PlanError
+from app.plan.digest import plan_digest
+from app.plan.model import Plan, Step
+from app.plan.validate import (
+    Finding,
+    check_graph,
+    check_plan,
+    check_steps,
+    field_name,
+    pydantic_findings,
+)
+from app.yaml_source import SourceMap, read_yaml
+
+__all__ = ["LoadedPlan", "load_plan", "load_plan_bytes", "parse_plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPlan:
+    """A valid plan with where it came from and its digest."""
+
+    path: str
+    plan: Plan
+    digest: str
+    source: SourceMap
+
+    def line_of(self, *path: str | int) -> int | None:
+        return self.source.locate(tuple(path))[0]
+
+
+def load_plan(path: str | Path, *, registry: ActionRegistry | None = None) -> LoadedPlan:
+    """Read and validate one plan file from disk."""
+    display = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise PlanError([Issue(display, "file does not exist", "path.missing")]) from exc
+    except IsADirectoryError as exc:
+        raise PlanError(
+            [Issue(display, "is a directory, not a plan file", "path.directory")]
+        ) from exc
+    except OSError as exc:
+        raise PlanError(
+            [Issue(display, f"cannot read file: {exc.strerror}", "path.unreadable")]
+        ) from exc
+    return load_plan_bytes(display, raw, registry=registry)
+
+
+def load_plan_bytes(path: str, raw: bytes, *, registry: ActionRegistry | None = None) -> LoadedPlan:
+    """Validate plan bytes; ``path`` is only used in messages (repo-relative in the app)."""
+    plan, source, issues = parse_plan(path, raw, registry=registry)
+    if issues or plan is None or source is None:
+        raise PlanError(issues or [Issue(path, "invalid plan", "plan.invalid")])
+    return LoadedPlan(path=path, plan=plan, digest=plan_digest(plan), source=source)
+
+
+def parse_plan(
+    path: str, raw: bytes, *, registry: ActionRegistry | None = None
+) -> tuple[Plan | None, SourceMap | None, list[Issue]]:
+    """Like ``load_plan_bytes`` but returns issues instead of raising (collects all of them)."""
+    registry = registry or default_registry()
+    doc, issues = read_yaml(path, raw)
+    if doc is None:
+        return None, None, issues
+    data: dict[str, Any] = doc.data
+    raw_steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+    findings: list[Finding] = []
+
+    plan: Plan | None = None
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as exc:
+        findings += pydantic_findings(exc, (), data, step=None)
+        for finding in findings:
+            _attach_step(finding, raw_steps)
+
+    if plan is not None:
+        steps = [(i, s) for i, s in enumerate(plan.steps)]
+        graph_input = [(i, s.id, s.needs) for i, s in steps]
+        tolerated: set[str] = set()
+    else:
+        # Keep checking what we can: every step that is valid on its own still gets the
+        # semantic and graph checks, so one broken step does not hide the others' problems.
+        steps = []
+        tolerated = set()
+        for i, raw_step in enumerate(raw_steps):
+            try:
+                steps.append((i, Step.model_validate(raw_step)))
+            except ValidationError:
+                if isinstance(raw_step, dict) and isinstance(raw_step.get("id"), str):
+                    tolerated.add(raw_step["id"])
+        graph_input = [(i, s.id, s.needs) for i, s in steps]
+
+    registry_findings = check_steps(
+        steps, registry, all_ids=[s.id for _, s in steps], raw_steps=raw_steps
+    )
+    findings += registry_findings
+    findings += check_graph(graph_input, tolerated)
+    if plan is not None and not any(f.code.startswith("graph.") for f in findings):
+        findings += check_plan(plan, raw_steps)
+
+    issues = [_to_issue(path, doc.source, f) for f in _dedupe(findings)]
+    issues.sort(key=lambda i: (i.line or 0, i.col or 0, i.code))
+    if issues or plan is None:
+        return None, doc.source, issues
+    return _resolve_defaults(plan, registry), doc.source, []
+
+
+def _resolve_defaults(plan: Plan, registry: ActionRegistry) -> Plan:
+    """Fill ``mutates``/``idempotent`` from the action so the digest binds the effective value."""
+    resolved: list[Step] = []
+    for step in plan.steps:
+        spec = registry.get(step.action)
+        assert spec is not None  # checked above
+        update: dict[str, Any] = {}
+        if step.mutates is None:
+            update["mutates"] = spec.mutates
+        if step.idempotent is None:
+            update["idempotent"] = spec.idempotent
+        resolved.append(step.model_copy(update=update) if update else step)
+    return plan.model_copy(update={"steps": tuple(resolved)})
+
+
+def _attach_step(finding: Finding, raw_steps: Sequence[Any]) -> None:
+    if finding.step is None and len(finding.path) >= 2 and finding.path[0] == "steps":
+        index = finding.path[1]
+        if isinstance(index, int) and index < len(raw_steps):
+            raw = raw_steps[index]
+            step_id = raw.get("id") if isinstance(raw, dict) else None
+            if isinstance(step_id, str):
+                object.__setattr__(finding, "step", step_id)
+                object.__setattr__(finding, "message", f"step '{step_id}': {finding.message}")
+            else:
+                object.__setattr__(finding, "message", f"step #{index + 1}: {finding.message}")
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    seen: set[tuple[Any, ...]] = set()
+    unique: list[Finding] = []
+    for f in findings:
+        key = (f.path, f.code, f.message)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def _to_issue(path: str, source: SourceMap, finding: Finding) -> Issue:
+    line, col = source.locate(finding.path, key=finding.on_key)
+    field = field_name(finding.path) or None
+    return Issue(
+        path=path,
+        line=line,
+        col=col,
+        code=finding.code,
+        message=finding.message,
+        step=finding.step,
+        field=field,
+        hint=finding.hint,
+    )

@@ -1,0 +1,416 @@
+"""Semantic checks that a schema alone cannot express.
+
+Run after the structural (pydantic) validation of each step. Findings are ``Finding`` values
+with a *data path* (``("steps", 4, "with", "url")``); the loader turns paths into ``file:line:col``.
+Checks: known actions and their inputs, ``mutates`` overrides, compensations declared for
+mutating steps, the canary stage, value references (``${{ steps.<id>.outputs.<name> }}``) that
+point only at earlier steps, and the task graph itself (``app.plan.graph``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.actions.registry import ActionRegistry
+from app.plan.graph import ancestors, find_graph_issues
+from app.plan.model import ID_PATTERN, Compensation, NoCompensation, Plan, Step
+
+__all__ = ["REFERENCE_RE", "Finding", "check_steps", "pydantic_findings"]
+
+#: ``${{ ... }}`` — the only run-time substitution, for values, never for the graph
+REFERENCE_RE = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
+_STEP_OUTPUT = re.compile(r"^steps\.([a-z0-9._-]+)\.outputs\.([A-Za-z0-9_-]+)$")
+_CONTEXT_REFS = {"plan.id", "plan.digest", "plan.environment", "plan.team", "run.id"}
+
+DataPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    path: DataPath
+    code: str
+    message: str
+    step: str | None = None
+    hint: str | None = None
+    on_key: bool = False
+
+
+def pydantic_findings(
+    exc: ValidationError, prefix: DataPath, data: Any, step: str | None = None
+) -> list[Finding]:
+    """Turn a pydantic ``ValidationError`` into findings with real data paths.
+
+    Pydantic's ``loc`` contains union tags and model names that are not keys in the data; we walk
+    the data and keep only components that exist, so the path points at a real YAML node.
+    """
+    findings: list[Finding] = []
+    for err in exc.errors(include_url=False):
+        path, node = _real_path(err["loc"], data)
+        kind = err["type"]
+        full = (*prefix, *path)
+        field = field_name(full) or "plan"
+        where = f"step '{step}': " if step else ""
+        if kind == "extra_forbidden":
+            key = str(err["loc"][-1])
+            findings.append(
+                Finding(
+                    full,
+                    "field.unknown",
+                    f"{where}unknown field '{key}'"
+                    + (f" in '{field_name(full[:-1])}'" if field_name(full[:-1]) else ""),
+                    step=step,
+                    hint=_suggest(key, err.get("ctx", {}), node),
+                    on_key=True,
+                )
+            )
+        elif kind == "missing":
+            missing = str(err["loc"][-1])
+            findings.append(
+                Finding(
+                    full,
+                    "field.missing",
+                    f"{where}missing required field '{missing}'"
+                    + (f" in '{field_name(full)}'" if field_name(full) else ""),
+                    step=step,
+                )
+            )
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if (
+                kind == "string_pattern_mismatch"
+                and err.get("ctx", {}).get("pattern") == ID_PATTERN
+            ):
+                message = (
+                    f"{err['input']!r} is not a valid id: use 1-64 lowercase letters, digits, "
+                    "'.', '_' or '-', starting and ending with a letter or digit"
+                )
+            findings.append(
+                Finding(full, "field.invalid", f"{where}field '{field}': {message}", step=step)
+            )
+    return findings
+
+
+def field_name(path: DataPath) -> str:
+    """``("steps", 3, "with", "run", 0)`` → ``with.run[0]`` (relative to the step, if any)."""
+    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+        path = path[2:]
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _real_path(loc: Sequence[str | int], data: Any) -> tuple[DataPath, Any]:
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+            path.append(part)
+    return tuple(path), node
+
+
+_KNOWN_FIELDS: dict[str, set[str]] = {}
+
+
+def _suggest(key: str, ctx: dict[str, Any], parent_node: Any) -> str | None:
+    """'did you mean ...' from the fields this model knows (computed once per model)."""
+    candidates = _all_field_names()
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "remove it; `plangate schema` lists the allowed fields"
+
+
+def _all_field_names() -> list[str]:
+    if not _KNOWN_FIELDS:
+        from app.actions import builtin
+        from app.plan import model
+
+        for cls in (
+            model.Plan,
+            model.Step,
+            model.RetryPolicy,
+            model.Estimate,
+            model.TokenEstimate,
+            model.Budget,
+            model.BudgetLimit,
+            model.Canary,
+            model.Compensation,
+            model.CacheSpec,
+            *(
+                getattr(builtin, name)
+                for name in dir(builtin)
+                if isinstance(getattr(builtin, name), type) and name.endswith("Inputs")
+            ),
+        ):
+            _KNOWN_FIELDS[cls.__name__] = {f.alias or n for n, f in cls.model_fields.items()}
+    return sorted(set().union(*_KNOWN_FIELDS.values()))
+
+
+def _strings(value: Any, path: DataPath) -> Iterator[tuple[DataPath, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))
+
+
+def check_steps(
+    plan_steps: Sequence[tuple[int, Step]],
+    registry: ActionRegistry,
+    *,
+    all_ids: Sequence[str],
+    raw_steps: Sequence[Any],
+) -> list[Finding]:
+    """Semantic checks of structurally valid steps (``(index in file, step)`` pairs)."""
+    findings: list[Finding] = []
+    for index, step in plan_steps:
+        base: DataPath = ("steps", index)
+        raw = raw_steps[index] if index < len(raw_steps) else {}
+        findings += _check_action(step.action, step.with_, (*base,), raw, registry, step.id)
+        spec = registry.get(step.action)
+        fixed = spec is not None and spec.mutates_fixed
+        if fixed and step.mutates is not None and step.mutates != spec.mutates:
+            findings.append(
+                Finding(
+                    (*base, "mutates"),
+                    "step.mutates_fixed",
+                    f"step '{step.id}': action '{step.action}' always has mutates: "
+                    f"{str(spec.mutates).lower()}",
+                    step=step.id,
+                    hint="remove the 'mutates' field",
+                )
+            )
+        mutates = step.mutates if step.mutates is not None else (spec.mutates if spec else True)
+        if mutates and step.compensate is None:
+            findings.append(
+                Finding(
+                    base,
+                    "step.compensation_missing",
+                    f"step '{step.id}' changes the outside world (mutates: true) but declares "
+                    "no 'compensate'",
+                    step=step.id,
+                    hint="add 'compensate: {action: ..., with: ...}' or "
+                    "'compensate: {none: <why it cannot be undone>}'",
+                )
+            )
+        if isinstance(step.compensate, Compensation):
+            comp_raw = raw.get("compensate", {}) if isinstance(raw, dict) else {}
+            findings += _check_action(
+                step.compensate.action,
+                step.compensate.with_,
+                (*base, "compensate"),
+                comp_raw,
+                registry,
+                step.id,
+            )
+        elif isinstance(step.compensate, NoCompensation) and not mutates:
+            pass  # harmless: documents intent on a read-only step
+    return findings
+
+
+def _check_action(
+    action: str,
+    inputs: dict[str, Any],
+    base: DataPath,
+    raw: Any,
+    registry: ActionRegistry,
+    step_id: str,
+) -> list[Finding]:
+    spec = registry.get(action)
+    if spec is None:
+        load_error = registry.load_errors.get(action)
+        close = difflib.get_close_matches(action, registry.names(), n=1)
+        hint = (
+            f"the plugin for '{action}' failed to load: {load_error}"
+            if load_error
+            else (f"did you mean '{close[0]}'?" if close else None)
+        ) or "known actions: " + ", ".join(registry.names())
+        return [
+            Finding(
+                (*base, "action"),
+                "action.unknown",
+                f"step '{step_id}': unknown action '{action}'",
+                step=step_id,
+                hint=hint,
+            )
+        ]
+    try:
+        spec.inputs.model_validate(inputs)
+    except ValidationError as exc:
+        raw_with = raw.get("with", {}) if isinstance(raw, dict) else {}
+        return [
+            Finding(
+                f.path,
+                "action.input" if f.code == "field.invalid" else f.code,
+                f.message,
+                step=step_id,
+                hint=f.hint,
+                on_key=f.on_key,
+            )
+            for f in pydantic_findings(exc, (*base, "with"), raw_with, step=step_id)
+        ]
+    return []
+
+
+def check_plan(plan: Plan, raw_steps: Sequence[Any]) -> list[Finding]:
+    """Whole-plan checks on a structurally valid plan: canary stage, references, resources."""
+    findings: list[Finding] = []
+    index_of = {step.id: i for i, step in enumerate(plan.steps)}
+    needs = {step.id: step.needs for step in plan.steps}
+
+    seen_resources: set[str] = set()
+    for i, resource in enumerate(plan.resources):
+        if resource in seen_resources:
+            findings.append(
+                Finding(
+                    ("resources", i),
+                    "plan.duplicate_resource",
+                    f"resource '{resource}' is listed twice",
+                )
+            )
+        seen_resources.add(resource)
+
+    if plan.canary is not None:
+        canary_steps = set(plan.canary.steps)
+        analysis = set(plan.canary.analysis)
+        for field, ids in (("steps", plan.canary.steps), ("analysis", plan.canary.analysis)):
+            for i, step_id in enumerate(ids):
+                if step_id not in index_of:
+                    findings.append(
+                        Finding(
+                            ("canary", field, i),
+                            "canary.unknown_step",
+                            f"canary.{field} names unknown step '{step_id}'",
+                            hint="list ids of steps defined under 'steps'",
+                        )
+                    )
+        for step_id in sorted(canary_steps & analysis):
+            findings.append(
+                Finding(
+                    ("canary", "analysis"),
+                    "canary.overlap",
+                    f"step '{step_id}' is both a canary step and an analysis probe",
+                )
+            )
+        for i, step_id in enumerate(plan.canary.analysis):
+            if step_id in index_of and plan.step(step_id).action != "probe":
+                findings.append(
+                    Finding(
+                        ("canary", "analysis", i),
+                        "canary.not_probe",
+                        f"canary analysis step '{step_id}' uses action "
+                        f"'{plan.step(step_id).action}'; analysis steps must use 'probe'",
+                    )
+                )
+        # The canary stage is its steps, its analysis probes and everything they need; all
+        # other steps wait for the analysis to pass. A canary step that waits on its own
+        # analysis could never run.
+        for step_id in plan.canary.steps:
+            if step_id in index_of:
+                blocked = ancestors(step_id, needs) & analysis
+                for probe in sorted(blocked):
+                    findings.append(
+                        Finding(
+                            ("steps", index_of[step_id], "needs"),
+                            "canary.needs_analysis",
+                            f"canary step '{step_id}' needs analysis step '{probe}', which "
+                            "judges the canary after it ran",
+                            step=step_id,
+                        )
+                    )
+
+    for index, step in enumerate(plan.steps):
+        findings += _check_references(step, index, needs, index_of)
+    return findings
+
+
+def _check_references(
+    step: Step, index: int, needs: dict[str, tuple[str, ...]], index_of: dict[str, int]
+) -> list[Finding]:
+    findings: list[Finding] = []
+    sources: list[tuple[DataPath, Any, bool]] = [(("steps", index, "with"), step.with_, False)]
+    if isinstance(step.compensate, Compensation):
+        sources.append((("steps", index, "compensate", "with"), step.compensate.with_, True))
+    earlier: set[str] | None = None
+    for base, value, in_compensation in sources:
+        for path, text in _strings(value, base):
+            for match in REFERENCE_RE.finditer(text):
+                expr = match.group(1)
+                if expr in _CONTEXT_REFS:
+                    continue
+                ref = _STEP_OUTPUT.match(expr)
+                if ref is None:
+                    hint = (
+                        "pass secrets by name (shell 'secret_env', http 'secret_headers')"
+                        if expr.startswith("secrets.")
+                        else "use ${{ steps.<id>.outputs.<name> }} or one of "
+                        + ", ".join(sorted(_CONTEXT_REFS))
+                    )
+                    findings.append(
+                        Finding(
+                            path,
+                            "ref.invalid",
+                            f"step '{step.id}': unsupported reference '${{{{ {expr} }}}}'",
+                            step=step.id,
+                            hint=hint,
+                        )
+                    )
+                    continue
+                target = ref.group(1)
+                if earlier is None:
+                    earlier = ancestors(step.id, needs)
+                allowed = earlier | ({step.id} if in_compensation else set())
+                if target not in index_of:
+                    findings.append(
+                        Finding(
+                            path,
+                            "ref.unknown_step",
+                            f"step '{step.id}': reference to unknown step '{target}'",
+                            step=step.id,
+                        )
+                    )
+                elif target not in allowed:
+                    findings.append(
+                        Finding(
+                            path,
+                            "ref.not_upstream",
+                            f"step '{step.id}': uses outputs of '{target}', which is not among "
+                            "its (transitive) needs",
+                            step=step.id,
+                            hint=f"add '{target}' to needs",
+                        )
+                    )
+    return findings
+
+
+def check_graph(
+    steps: Sequence[tuple[int, str, Sequence[str]]], tolerated: set[str]
+) -> list[Finding]:
+    """Graph findings for ``(index, id, needs)`` triples."""
+    pairs = [(step_id, needs) for _, step_id, needs in steps]
+    findings: list[Finding] = []
+    for issue in find_graph_issues(pairs, known_ids=tolerated):
+        file_index = steps[issue.index][0] if issue.index is not None else None
+        if file_index is None:
+            path: DataPath = ("steps",)
+        elif issue.need_index is not None:
+            path = ("steps", file_index, "needs", issue.need_index)
+        elif issue.code == "step.duplicate_id":
+            path = ("steps", file_index, "id")
+        else:
+            path = ("steps", file_index)
+        findings.append(Finding(path, issue.code, issue.message, step=issue.step, hint=issue.hint))
+    return findings

@@ -1,0 +1,85 @@
+"""Settings from the environment: the only module that reads ``os.environ``.
+
+Everything else receives a ``Settings`` value (or the pieces it needs) as an argument. A missing
+or malformed variable is a start-up error that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from app.errors import InputError
+
+__all__ = ["Settings"]
+
+DEFAULT_API_URL = "https://api.github.com"
+
+
+class Settings(BaseModel):
+    """Process configuration (see PRODUCT.md for the contract)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    github_app_id: int | None = Field(None, description="GITHUB_APP_ID")
+    github_private_key: SecretStr | None = Field(
+        None, description="GITHUB_PRIVATE_KEY (PEM) or the content of GITHUB_PRIVATE_KEY_PATH"
+    )
+    github_webhook_secret: SecretStr | None = Field(None, description="GITHUB_WEBHOOK_SECRET")
+    github_api_url: str = Field(
+        DEFAULT_API_URL, description="GITHUB_API_URL (GHES: https://HOST/api/v3)"
+    )
+    data_dir: Path = Field(Path(".plangate"), description="PLANGATE_DATA_DIR")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if env.get("GITHUB_APP_ID"):
+            values["github_app_id"] = env["GITHUB_APP_ID"]
+        key = env.get("GITHUB_PRIVATE_KEY")
+        key_path = env.get("GITHUB_PRIVATE_KEY_PATH")
+        if key and key_path:
+            raise InputError(
+                "both GITHUB_PRIVATE_KEY and GITHUB_PRIVATE_KEY_PATH are set",
+                hint="set only one of them",
+            )
+        if key_path:
+            try:
+                key = Path(key_path).read_text()
+            except OSError as exc:
+                raise InputError(
+                    f"GITHUB_PRIVATE_KEY_PATH={key_path}: cannot read the key ({exc.strerror})",
+                    hint="point GITHUB_PRIVATE_KEY_PATH at the App's .pem file",
+                ) from exc
+        if key:
+            if "PRIVATE KEY" not in key:
+                raise InputError(
+                    "GITHUB_PRIVATE_KEY does not look like a PEM private key",
+                    hint="use the .pem file GitHub generated for the App",
+                )
+            values["github_private_key"] = key
+        if env.get("GITHUB_WEBHOOK_SECRET"):
+            values["github_webhook_secret"] = env["GITHUB_WEBHOOK_SECRET"]
+        if env.get("GITHUB_API_URL"):
+            url = env["GITHUB_API_URL"].rstrip("/")
+            if not url.startswith(("https://", "http://")):
+                raise InputError(
+                    f"GITHUB_API_URL={url!r} is not an http(s) URL",
+                    hint="use e.g. https://api.github.com or https://HOST/api/v3",
+                )
+            values["github_api_url"] = url
+        if env.get("PLANGATE_DATA_DIR"):
+            values["data_dir"] = env["PLANGATE_DATA_DIR"]
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = {
+                "github_app_id": "GITHUB_APP_ID",
+                "data_dir": "PLANGATE_DATA_DIR",
+            }.get(str(first["loc"][0]), str(first["loc"][0]).upper())
+            raise InputError(f"{name}: {first['msg']}", hint=f"fix the {name} variable") from exc
