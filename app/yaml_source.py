@@ -25,12 +25,22 @@ from yaml.resolver import Resolver
 
 from app.errors import Issue
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "Path", "SourceMap", "YamlDocument", "read_yaml"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_SAFE_INT",
+    "Path",
+    "SourceMap",
+    "YamlDocument",
+    "read_yaml",
+]
 
 #: plans and policies are small, reviewed files; anything bigger is a mistake or an attack
 MAX_BYTES = 1024 * 1024
 #: nesting deeper than this is never a real plan and would only exhaust the stack
 MAX_DEPTH = 64
+#: integers must survive JSON (RFC 8785 canonical JSON, JavaScript consumers) exactly
+MAX_SAFE_INT = 2**53 - 1
 
 Path = tuple[str | int, ...]
 
@@ -217,7 +227,15 @@ class _Reader:
             if kind == "bool":
                 return _CONSTRUCTOR.construct_yaml_bool(node)
             if kind == "int":
-                return _CONSTRUCTOR.construct_yaml_int(node)
+                integer = _CONSTRUCTOR.construct_yaml_int(node)
+                if abs(integer) > MAX_SAFE_INT:
+                    raise self._fail(
+                        "yaml.number",
+                        f"integer {value!r} is too large (limit ±{MAX_SAFE_INT:,})",
+                        event.start_mark,
+                        hint="quote it to pass it as text",
+                    )
+                return integer
             if kind == "float":
                 number = _CONSTRUCTOR.construct_yaml_float(node)
                 if not math.isfinite(number):

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.actions.registry import ActionRegistry, default_registry
+from app.actions.registry import ActionRegistry, ActionSpec, default_registry
 from app.errors import Issue, PlanError
 from app.plan.digest import plan_digest
-from app.plan.model import Plan, Step
+from app.plan.model import Compensation, Plan, Step
 from app.plan.validate import (
     Finding,
     check_graph,
@@ -123,18 +123,36 @@ def parse_plan(
 
 
 def _resolve_defaults(plan: Plan, registry: ActionRegistry) -> Plan:
-    """Fill ``mutates``/``idempotent`` from the action so the digest binds the effective value."""
+    """Fill in what the plan leaves to defaults, so the digest binds the *effective* plan.
+
+    ``mutates``/``idempotent`` come from the action; ``with`` (and a compensation's ``with``)
+    is replaced by the action's validated inputs with every default written out. Omitting a
+    default therefore never changes the digest, and changing a default in code does (what runs
+    must be what was approved).
+    """
     resolved: list[Step] = []
     for step in plan.steps:
         spec = registry.get(step.action)
-        assert spec is not None  # checked above
-        update: dict[str, Any] = {}
+        if spec is None:  # pragma: no cover - rejected by check_steps before we get here
+            raise PlanError([Issue("<plan>", f"unknown action '{step.action}'", "action.unknown")])
+        update: dict[str, Any] = {"with_": _effective_inputs(spec, step.with_)}
         if step.mutates is None:
             update["mutates"] = spec.mutates
         if step.idempotent is None:
             update["idempotent"] = spec.idempotent
-        resolved.append(step.model_copy(update=update) if update else step)
+        if isinstance(step.compensate, Compensation):
+            comp_spec = registry.get(step.compensate.action)
+            if comp_spec is not None:
+                update["compensate"] = step.compensate.model_copy(
+                    update={"with_": _effective_inputs(comp_spec, step.compensate.with_)}
+                )
+        resolved.append(step.model_copy(update=update))
     return plan.model_copy(update={"steps": tuple(resolved)})
+
+
+def _effective_inputs(spec: ActionSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+    validated = spec.inputs.model_validate(inputs)
+    return validated.model_dump(mode="json", by_alias=True)
 
 
 def _attach_step(finding: Finding, raw_steps: Sequence[Any]) -> None:

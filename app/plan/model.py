@@ -49,6 +49,7 @@ KIND = "Plan"
 ID_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
 _ID_RE = re.compile(ID_PATTERN)
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_MONEY_RE = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 #: hard upper bounds keep plans reviewable and numbers exact in canonical JSON (< 2**53)
@@ -77,6 +78,8 @@ def _parse_money(value: Any) -> Any:
     """Money is exact: ``"12.50"`` or ``12.5`` → ``Decimal('12.5')`` (via ``str``, never binary)."""
     if isinstance(value, bool):
         return value
+    if isinstance(value, str) and not _MONEY_RE.match(value):
+        raise ValueError(f"'{value}' is not an amount of money; write e.g. \"12.50\"")
     if isinstance(value, int | float | str):
         try:
             amount = Decimal(str(value).strip())
@@ -84,7 +87,9 @@ def _parse_money(value: Any) -> Any:
             raise ValueError(f"'{value}' is not an amount of money; write e.g. \"12.50\"") from exc
         if not amount.is_finite() or amount < 0:
             raise ValueError(f"'{value}' must be a finite, non-negative amount")
-        return amount
+        # one canonical form per amount ("2", "2.0", 2.00 → "2"), so quoting and trailing
+        # zeros never change the plan digest
+        return Decimal(format(amount.normalize(), "f"))
     return value
 
 
@@ -204,16 +209,23 @@ class NoCompensation(_Model):
     none: str = Field(min_length=3, max_length=1000, description="why this step cannot be undone")
 
 
+#: union tags appear in pydantic error locations; they must never collide with a YAML key, so
+#: ``app.plan.validate`` can drop them when it maps an error back to a line
+COMPENSATE_STEP_TAG = "<compensate: action>"
+COMPENSATE_NONE_TAG = "<compensate: none>"
+
+
 def _compensation_kind(value: Any) -> str:
     if isinstance(value, dict) and "none" in value:
-        return "none"
+        return COMPENSATE_NONE_TAG
     if isinstance(value, NoCompensation):
-        return "none"
-    return "step"
+        return COMPENSATE_NONE_TAG
+    return COMPENSATE_STEP_TAG
 
 
 CompensateSpec = Annotated[
-    Annotated[Compensation, Tag("step")] | Annotated[NoCompensation, Tag("none")],
+    Annotated[Compensation, Tag(COMPENSATE_STEP_TAG)]
+    | Annotated[NoCompensation, Tag(COMPENSATE_NONE_TAG)],
     Discriminator(_compensation_kind),
 ]
 

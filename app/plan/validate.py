@@ -19,7 +19,15 @@ from pydantic import ValidationError
 
 from app.actions.registry import ActionRegistry
 from app.plan.graph import ancestors, find_graph_issues
-from app.plan.model import ID_PATTERN, Compensation, NoCompensation, Plan, Step
+from app.plan.model import (
+    COMPENSATE_NONE_TAG,
+    COMPENSATE_STEP_TAG,
+    ID_PATTERN,
+    Compensation,
+    NoCompensation,
+    Plan,
+    Step,
+)
 
 __all__ = ["REFERENCE_RE", "Finding", "check_steps", "pydantic_findings"]
 
@@ -29,6 +37,7 @@ _STEP_OUTPUT = re.compile(r"^steps\.([a-z0-9._-]+)\.outputs\.([A-Za-z0-9_-]+)$")
 _CONTEXT_REFS = {"plan.id", "plan.digest", "plan.environment", "plan.team", "run.id"}
 
 DataPath = tuple[str | int, ...]
+_UNION_TAGS = {COMPENSATE_STEP_TAG, COMPENSATE_NONE_TAG}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +59,18 @@ def pydantic_findings(
     the data and keep only components that exist, so the path points at a real YAML node.
     """
     findings: list[Finding] = []
-    for err in exc.errors(include_url=False):
-        path, node = _real_path(err["loc"], data)
+    errors = exc.errors(include_url=False)
+    # pydantic reports a list whose items failed as "too short" as well (the failed items are
+    # dropped first); only the items' own errors are the user's problem
+    failed_locs = {tuple(err["loc"]) for err in errors}
+    for err in errors:
         kind = err["type"]
+        loc = tuple(err["loc"])
+        if kind == "too_short" and any(
+            len(other) > len(loc) and other[: len(loc)] == loc for other in failed_locs
+        ):
+            continue
+        path, _ = _real_path(err["loc"], data)
         full = (*prefix, *path)
         field = field_name(full) or "plan"
         where = f"step '{step}': " if step else ""
@@ -65,7 +83,7 @@ def pydantic_findings(
                     f"{where}unknown field '{key}'"
                     + (f" in '{field_name(full[:-1])}'" if field_name(full[:-1]) else ""),
                     step=step,
-                    hint=_suggest(key, err.get("ctx", {}), node),
+                    hint=_suggest(key, err.get("ctx", {}), _real_path(err["loc"][:-1], data)[1]),
                     on_key=True,
                 )
             )
@@ -78,6 +96,16 @@ def pydantic_findings(
                     f"{where}missing required field '{missing}'"
                     + (f" in '{field_name(full)}'" if field_name(full) else ""),
                     step=step,
+                )
+            )
+        elif kind in _TYPE_MESSAGES:
+            findings.append(
+                Finding(
+                    full,
+                    "field.invalid",
+                    f"{where}{_label(full)}{_TYPE_MESSAGES[kind]}, found {_kind(err['input'])}",
+                    step=step,
+                    hint=_TYPE_HINTS.get(_last_key(full)),
                 )
             )
         else:
@@ -96,6 +124,44 @@ def pydantic_findings(
     return findings
 
 
+_TYPE_MESSAGES = {
+    "model_type": "expected a mapping (key: value)",
+    "model_attributes_type": "expected a mapping (key: value)",
+    "dict_type": "expected a mapping (key: value)",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+}
+_TYPE_HINTS = {
+    "compensate": "write 'compensate: {action: ..., with: ...}' or "
+    "'compensate: {none: <why it cannot be undone>}'",
+    "steps": "each step is a mapping with at least 'id' and 'action'",
+}
+_YAML_KINDS = {
+    str: "text",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "a list",
+    dict: "a mapping",
+    type(None): "null",
+}
+
+
+def _kind(value: Any) -> str:
+    return _YAML_KINDS.get(type(value), type(value).__name__)
+
+
+def _last_key(path: DataPath) -> str | None:
+    keys = [part for part in path if isinstance(part, str)]
+    return keys[-1] if keys else None
+
+
+def _label(path: DataPath) -> str:
+    """How a message names the place: ``field 'retry': `` (nothing for a step itself)."""
+    name = field_name(path)
+    return f"field '{name}': " if name else ""
+
+
 def field_name(path: DataPath) -> str:
     """``("steps", 3, "with", "run", 0)`` → ``with.run[0]`` (relative to the step, if any)."""
     if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
@@ -110,6 +176,8 @@ def _real_path(loc: Sequence[str | int], data: Any) -> tuple[DataPath, Any]:
     path: list[str | int] = []
     node = data
     for part in loc:
+        if part in _UNION_TAGS:
+            continue
         in_dict = isinstance(node, dict) and part in node
         in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         if in_dict or in_list:
@@ -125,7 +193,9 @@ def _suggest(key: str, ctx: dict[str, Any], parent_node: Any) -> str | None:
     """'did you mean ...' from the fields this model knows (computed once per model)."""
     candidates = _all_field_names()
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
-    if close:
+    if isinstance(parent_node, dict) and "none" in parent_node and key != "none":
+        return "'compensate: {none: <reason>}' stands alone: remove 'none' or the other fields"
+    if close and close[0] != key:
         return f"did you mean '{close[0]}'?"
     return "remove it; `plangate schema` lists the allowed fields"
 
@@ -193,8 +263,12 @@ def check_steps(
                     hint="remove the 'mutates' field",
                 )
             )
-        mutates = step.mutates if step.mutates is not None else (spec.mutates if spec else True)
-        if mutates and step.compensate is None:
+        if fixed:
+            mutates = spec.mutates
+        else:
+            mutates = step.mutates if step.mutates is not None else (spec.mutates if spec else True)
+        # an unknown action is already an error; whether it mutates is then unknowable
+        if mutates and step.compensate is None and (spec is not None or step.mutates):
             findings.append(
                 Finding(
                     base,
