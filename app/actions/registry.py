@@ -1,14 +1,14 @@
 """The action registry: which actions exist, what inputs they take, whether they mutate.
 
 Built-ins are registered here; third-party actions register through the ``plangate.actions``
-entry-point group, each entry point resolving to an ``ActionSpec`` (or a zero-argument callable
-returning one). A plugin that fails to load never breaks plans that do not use it: the failure is
-kept and reported when a plan names that action.
+entry-point group, each entry point (named like the action) resolving to an ``ActionSpec`` (or a
+zero-argument callable returning one). A plugin that fails to load never breaks plans that do
+not use it: the failure is kept and reported when a plan names that action.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -83,7 +83,7 @@ class ActionRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._specs
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ActionSpec]:
         return iter(self._specs[n] for n in self.names())
 
     @classmethod
@@ -104,6 +104,13 @@ class ActionRegistry:
                 )
                 if not isinstance(spec, ActionSpec):
                     raise TypeError(f"entry point gave {type(spec).__name__}, not ActionSpec")
+                if spec.name != ep.name:
+                    # the entry point's name is how a plan finds a broken plugin's error
+                    raise ValueError(
+                        f"entry point '{ep.name}' gives action '{spec.name}'; the names must match"
+                    )
+                if not (isinstance(spec.inputs, type) and issubclass(spec.inputs, BaseModel)):
+                    raise TypeError("ActionSpec.inputs must be a pydantic model class")
             except Exception as exc:  # a broken plugin must not break unrelated plans
                 errors[ep.name] = f"{type(exc).__name__}: {exc}"
                 continue
