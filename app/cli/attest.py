@@ -1,0 +1,306 @@
+"""``plangate keygen``, ``plangate attest`` and ``plangate verify``: local approval attestations.
+
+Local mode is the embedded default (``environment: local`` plans, self-hosting, tests): a
+person approves on the command line, the statement is signed with a local ECDSA P-256 key and
+stored under ``.plangate/attestations/local/<plan-digest>.dsse.json``. ``plangate verify`` runs
+exactly the checks the executor runs (``app.approvals.verify.verify_for_execution``).
+
+Keyless signing happens in the approval workflow on the default branch
+(``plangate attest --backend sigstore``, GitHub Actions only); this module reads the Actions
+environment for it, since only the CLI and ``app.settings`` read the environment.
+
+Exit codes: 0 verified / written, 1 verification failed (the failed check is named), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from app.approvals.attest import (
+    INTOTO_PAYLOAD_TYPE,
+    Approver,
+    CostEstimate,
+    RepositoryRef,
+    Risk,
+    build_statement,
+    local_attestation_path,
+)
+from app.approvals.verify import verify_for_execution
+from app.errors import AttestationError, InputError
+from app.plan.digest import canonical_json
+from app.plan.loader import load_plan
+from app.signing import Signer, Trust, TrustedIdentity, TrustedKey, github_workflow_identity
+
+__all__ = ["register"]
+
+DEFAULT_KEY = Path(".plangate/keys/approval.pem")
+DEFAULT_DIR = Path(".plangate/attestations")
+LOCAL_REPO = "local"
+_TTL_RE = re.compile(r"^(\d+)([mhd])$")
+_TTL_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    keygen = subparsers.add_parser(
+        "keygen",
+        help="make a local ECDSA P-256 signing key for approval attestations",
+        description="Write a PEM private key (mode 0600) and PATH.pub; print the key id "
+        "(sha256 of the DER public key). Put the .pub file in the trusted signers of the "
+        "default branch's policy or the executor's configuration.",
+    )
+    keygen.add_argument("--out", type=Path, default=DEFAULT_KEY, metavar="PATH")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key")
+    keygen.set_defaults(func=run_keygen)
+
+    attest = subparsers.add_parser(
+        "attest",
+        help="sign an approval attestation for plans",
+        description="Build an in-toto approval statement for PLAN files and sign it. Local "
+        "mode records the approvers given with --approver; the sigstore backend signs "
+        "keyless from the approval workflow on the default branch.",
+    )
+    attest.add_argument("plans", nargs="+", metavar="PLAN")
+    attest.add_argument(
+        "--approver",
+        action="append",
+        default=[],
+        metavar="LOGIN[:REQUIREMENT]",
+        help="who approved (repeatable); REQUIREMENT defaults to 'local'",
+    )
+    attest.add_argument("--key", type=Path, default=DEFAULT_KEY, metavar="PATH")
+    attest.add_argument("--dir", type=Path, default=DEFAULT_DIR, metavar="DIR")
+    attest.add_argument("--repo", default=LOCAL_REPO, metavar="OWNER/NAME")
+    attest.add_argument("--ttl", default="7d", help="validity, e.g. 30m, 12h, 7d (default 7d)")
+    attest.add_argument("--policies", type=Path, default=Path("policies"), metavar="DIR")
+    attest.add_argument("--policy-digest", default=None, metavar="sha256:HEX")
+    attest.add_argument("--risk", type=int, default=None)
+    attest.add_argument("--cost", default=None, metavar="AMOUNT", help="estimated cost, e.g. 1.50")
+    attest.add_argument("--backend", choices=("local", "sigstore"), default="local")
+    attest.add_argument(
+        "--workflow",
+        default="plangate-approve.yml",
+        help="(sigstore) approval workflow file the verifiers pin",
+    )
+    attest.add_argument("--default-branch", default="main", help="(sigstore) default branch")
+    attest.set_defaults(func=run_attest)
+
+    verify = subparsers.add_parser(
+        "verify",
+        help="verify a plan's approval attestation (the executor's checks)",
+        description="Verify signature, trusted signer, plan digest, repository/PR binding, "
+        "policy digest and expiry. Exit 0 verified, 1 failed (the check is named).",
+    )
+    verify.add_argument("plan", metavar="PLAN")
+    verify.add_argument("--attestation", type=Path, default=None, metavar="FILE")
+    verify.add_argument("--dir", type=Path, default=DEFAULT_DIR, metavar="DIR")
+    verify.add_argument("--repo", default=LOCAL_REPO, metavar="OWNER/NAME")
+    verify.add_argument("--pr", type=int, default=None, metavar="N")
+    verify.add_argument(
+        "--trusted-key",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PEM",
+        help=f"trusted public key (repeatable; default {DEFAULT_KEY}.pub)",
+    )
+    verify.add_argument(
+        "--trusted-identity",
+        action="append",
+        default=[],
+        metavar="SAN",
+        help="trusted sigstore certificate identity (repeatable; issuer: GitHub Actions)",
+    )
+    verify.add_argument("--sigstore-instance", choices=("production", "staging"))
+    verify.add_argument("--policies", type=Path, default=Path("policies"), metavar="DIR")
+    verify.add_argument("--policy-digest", default=None, metavar="sha256:HEX")
+    verify.set_defaults(func=run_verify)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def policy_dir_digest(directory: Path) -> str:
+    """``sha256`` over canonical JSON of {relative path: sha256 of bytes} of policy YAML files.
+
+    The local default when ``--policy-digest`` is not given; an absent directory digests as
+    empty (local plans with no policies), which a later policy change still invalidates.
+    """
+    files: dict[str, str] = {}
+    if directory.is_dir():
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and path.suffix in (".yaml", ".yml"):
+                rel = path.relative_to(directory).as_posix()
+                files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(files)).hexdigest()
+
+
+def _ttl(text: str) -> timedelta:
+    match = _TTL_RE.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise InputError(f"--ttl {text!r}: write e.g. 30m, 12h or 7d")
+    return timedelta(**{_TTL_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _approvers(values: list[str], now: datetime) -> list[Approver]:
+    result = []
+    for value in values:
+        login, _, requirement = value.partition(":")
+        try:
+            result.append(Approver(login=login, approvedAt=now, requirement=requirement or "local"))
+        except ValueError as exc:
+            raise InputError(f"--approver {value!r}: {exc}") from exc
+    return result
+
+
+def _repo_path(path: Path) -> str:
+    """The subject name: the plan's path relative to the working directory, POSIX style."""
+    try:
+        rel = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError as exc:
+        raise InputError(
+            f"{path}: plans must be inside the repository (the current directory)",
+            hint="run plangate from the repository root",
+        ) from exc
+    return rel.as_posix()
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # atomic: a reader never sees half an attestation
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from app.signing.local_key import write_keypair
+
+    pair = write_keypair(args.out, overwrite=args.force)
+    print(f"private key: {pair.private} (mode 0600; keep it secret)")
+    print(f"public key:  {pair.public}")
+    print(f"key id:      {pair.keyid}")
+    return 0
+
+
+def _signer(args: argparse.Namespace) -> Signer:
+    if args.backend == "local":
+        from app.signing.local_key import LocalKeySigner, load_private_key
+
+        return LocalKeySigner(load_private_key(args.key))
+    from app.signing.sigstore_backend import (
+        SigstoreSigner,
+        check_signing_context,
+        fetch_actions_id_token,
+    )
+
+    env = os.environ
+    if env.get("GITHUB_ACTIONS") != "true":
+        raise InputError(
+            "--backend sigstore signs only inside GitHub Actions (keyless identity)",
+            hint="use the local key backend elsewhere (`plangate keygen`)",
+        )
+    check_signing_context(
+        event_name=env.get("GITHUB_EVENT_NAME", ""),
+        ref=env.get("GITHUB_REF", ""),
+        default_branch=args.default_branch,
+    )
+    url, token = env.get("ACTIONS_ID_TOKEN_REQUEST_URL"), env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+    if not url or not token:
+        raise InputError(
+            "no Actions OIDC token available",
+            hint="give the job `permissions: id-token: write`",
+        )
+    return SigstoreSigner(
+        identity_token=fetch_actions_id_token(request_url=url, request_token=token),
+        expected=github_workflow_identity(args.repo, args.workflow, args.default_branch),
+    )
+
+
+def run_attest(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    if not args.approver:
+        raise InputError("no --approver given", hint="name who approved: --approver alice")
+    loaded = [load_plan(p) for p in args.plans]
+    plans = [(_repo_path(Path(lp.path)), lp.digest, None) for lp in loaded]
+    try:
+        statement = build_statement(
+            plans=plans,
+            repository=RepositoryRef(name=args.repo),
+            approvers=_approvers(args.approver, now),
+            policy_digest=args.policy_digest or policy_dir_digest(args.policies),
+            evaluated_at=now,
+            ttl=_ttl(args.ttl),
+            risk=None if args.risk is None else Risk(score=args.risk),
+            cost=None if args.cost is None else CostEstimate(total=args.cost),
+        )
+    except ValueError as exc:
+        raise InputError(f"cannot build the attestation: {exc}") from exc
+    signer = _signer(args)
+    document = signer.sign(INTOTO_PAYLOAD_TYPE, statement.payload())
+    for lp in loaded:
+        out = args.dir / local_attestation_path(lp.digest, signer.kind)
+        _write_new(out, document)
+        print(f"{lp.path}: attestation written to {out}")
+    return 0
+
+
+def _trust(args: argparse.Namespace) -> Trust:
+    paths = args.trusted_key or ([Path(f"{DEFAULT_KEY}.pub")] if not args.trusted_identity else [])
+    keys = []
+    for path in paths:
+        try:
+            keys.append(TrustedKey(public_key_pem=path.read_text(), name=path.name))
+        except OSError as exc:
+            raise InputError(
+                f"{path}: cannot read trusted key ({exc.strerror})",
+                hint="pass --trusted-key PEM (the .pub file from `plangate keygen`)",
+            ) from exc
+        except ValueError as exc:
+            raise InputError(f"{path}: not a usable public key: {exc}") from exc
+    identities = tuple(TrustedIdentity(san=san) for san in args.trusted_identity)
+    return Trust(
+        keys=tuple(keys),
+        identities=identities,
+        sigstore_instance=args.sigstore_instance or "production",
+    )
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    loaded = load_plan(args.plan)
+    path = args.attestation or args.dir / local_attestation_path(loaded.digest)
+    try:
+        document = path.read_bytes()
+    except OSError as exc:
+        print(
+            f"plangate verify: FAILED check 'missing': {path}: no attestation for plan digest "
+            f"{loaded.digest} ({exc.strerror})\n\nWhat to do: if the plan changed since it was "
+            "approved, it must be approved again; approve it (`plangate attest` locally, or "
+            "code review on its pull request) or pass --attestation FILE",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        verified = verify_for_execution(
+            _repo_path(Path(loaded.path)),
+            loaded.digest,
+            document,
+            _trust(args),
+            args.repo,
+            args.pr,
+            datetime.now(UTC),
+            expected_policy_digest=args.policy_digest or policy_dir_digest(args.policies),
+            source=str(path),
+        )
+    except AttestationError as exc:
+        print(f"plangate verify: FAILED check '{exc.check}': {exc.diagnostics()}", file=sys.stderr)
+        return 1
+    print(verified.summary())
+    return 0
