@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -55,21 +56,28 @@ _CONSTRUCTOR = SafeConstructor()
 
 @dataclass(slots=True)
 class SourceMap:
-    """Where each value (and each mapping key) of a document starts, 1-based."""
+    """Where each value (and each mapping key) of a document starts.
+
+    Stores the parser's 0-based ``(line, column)`` and converts to 1-based only in ``locate``,
+    for the few positions an error message needs: a big plan has ~60,000 nodes
+    (benchmarks/check.py). Plain int tuples, not the parser's ``Mark`` objects, because the
+    cyclic garbage collector has to scan every live ``Mark`` but soon ignores int tuples.
+    """
 
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
 
     def locate(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
-        """Position of ``path``; falls back to the closest ancestor that has one."""
+        """1-based ``(line, col)`` of ``path``; falls back to the closest ancestor that has one."""
         probe = tuple(path)
         while True:
-            if key and probe in self.keys:
-                return self.keys[probe]
-            if probe in self.values:
-                return self.values[probe]
-            if probe in self.keys:
-                return self.keys[probe]
+            mark = None
+            if key:
+                mark = self.keys.get(probe)
+            if mark is None:
+                mark = self.values.get(probe, self.keys.get(probe))
+            if mark is not None:
+                return (mark[0] + 1, mark[1] + 1)
             if not probe:
                 return (None, None)
             probe = probe[:-1]
@@ -88,14 +96,62 @@ class _Stop(Exception):
     """Internal: abort reading on the first structural problem (after recording it)."""
 
 
+_ANCHOR_HINT = "write the value out in full; anchors and aliases are rejected"
+
+
+@lru_cache(maxsize=8192)
+def _plain_scalar(value: str) -> tuple[str, Any]:
+    """Type of a plain (unquoted) scalar, as PyYAML's safe loader would resolve it.
+
+    Returns ``("ok", value)`` or ``(error_code, message)``. Cached: plans repeat the same plain
+    words (action names, ``true``, small numbers) thousands of times, and resolution runs a
+    regex per candidate type.
+    """
+    tag = _RESOLVER.resolve(ScalarNode, value, (True, False))
+    return _construct(tag, value)
+
+
+def _construct(tag: str, value: str) -> tuple[str, Any]:
+    kind = tag.removeprefix(_TAG)
+    if kind in ("str", "timestamp"):
+        # dates stay text: plans never need YAML's implicit datetime conversion
+        return "ok", value
+    if kind == "null":
+        return "ok", None
+    if kind == "merge":
+        return "yaml.merge", "YAML merge keys ('<<') are not allowed"
+    node = ScalarNode(tag, value)
+    try:
+        if kind == "bool":
+            return "ok", _CONSTRUCTOR.construct_yaml_bool(node)
+        if kind == "int":
+            integer = _CONSTRUCTOR.construct_yaml_int(node)
+            if abs(integer) > MAX_SAFE_INT:
+                return "yaml.number", f"integer {value!r} is too large (limit ±{MAX_SAFE_INT:,})"
+            return "ok", integer
+        if kind == "float":
+            number = _CONSTRUCTOR.construct_yaml_float(node)
+            if not math.isfinite(number):
+                return "yaml.number", f"number {value!r} is not finite"
+            return "ok", number
+    except (ValueError, yaml.YAMLError) as exc:
+        return "yaml.scalar", f"cannot read {value!r}: {exc}"
+    return "yaml.tag", f"YAML type '{kind}' is not allowed"
+
+
 class _Reader:
+    """Builds values and the source map from the parser's events, in one pass.
+
+    Hot loop: a 1,000-step plan is ~60,000 events, so each event is fetched once with
+    ``get_event`` (no ``peek``/``check``) and dispatched on its exact type.
+    """
+
     def __init__(self, path: str, text: str) -> None:
         self.path = path
         self.parser = _PARSER(text)
         self.source = SourceMap()
         self.issues: list[Issue] = []
 
-    # -- helpers -----------------------------------------------------------------------------
     def _fail(self, code: str, message: str, mark: Any, hint: str | None = None) -> _Stop:
         line = mark.line + 1 if mark is not None else None
         col = mark.column + 1 if mark is not None else None
@@ -104,161 +160,135 @@ class _Reader:
         )
         return _Stop()
 
-    def _pos(self, mark: Any) -> tuple[int, int]:
-        return (mark.line + 1, mark.column + 1)
-
     # -- document ----------------------------------------------------------------------------
     def read(self) -> Any:
-        p = self.parser
-        p.get_event()  # StreamStart
-        if p.check_event(ev.StreamEndEvent):
+        get = self.parser.get_event
+        get()  # StreamStart
+        event = get()
+        if type(event) is ev.StreamEndEvent:
             raise self._fail("file.empty", "file is empty: expected a YAML mapping", None)
-        p.get_event()  # DocumentStart
-        value = self._node((), 0)
-        p.get_event()  # DocumentEnd
-        if not p.check_event(ev.StreamEndEvent):
-            mark = p.peek_event().start_mark
+        value = self._node(get(), (), 0)  # after DocumentStart
+        get()  # DocumentEnd
+        event = get()
+        if type(event) is not ev.StreamEndEvent:
             raise self._fail(
                 "yaml.multiple_documents",
                 "more than one YAML document: a plan file holds exactly one",
-                mark,
+                event.start_mark,
                 hint="remove the extra `---` document or move it to its own file",
             )
         return value
 
-    def _node(self, path: Path, depth: int) -> Any:
-        p = self.parser
-        event = p.get_event()
-        if depth > MAX_DEPTH:
-            raise self._fail(
-                "yaml.too_deep", f"nesting deeper than {MAX_DEPTH} levels", event.start_mark
-            )
-        if isinstance(event, ev.AliasEvent):
+    def _node(self, event: Any, path: Path, depth: int) -> Any:
+        kind = type(event)
+        mark = event.start_mark
+        if kind is ev.AliasEvent:
             raise self._fail(
                 "yaml.alias",
                 f"YAML alias '*{event.anchor}' is not allowed",
-                event.start_mark,
-                hint="write the value out in full; anchors and aliases are rejected",
+                mark,
+                hint=_ANCHOR_HINT,
             )
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            raise self._fail(
-                "yaml.anchor",
-                f"YAML anchor '&{anchor}' is not allowed",
-                event.start_mark,
-                hint="write the value out in full; anchors and aliases are rejected",
-            )
-        self.source.values[path] = self._pos(event.start_mark)
-        tag = event.tag
-        if isinstance(event, ev.ScalarEvent):
-            return self._scalar(event)
-        if tag not in (None, "!") and tag not in _ALLOWED_EXPLICIT_TAGS:
-            raise self._fail("yaml.tag", f"YAML tag '{tag}' is not allowed", event.start_mark)
-        if isinstance(event, ev.SequenceStartEvent):
-            items: list[Any] = []
-            index = 0
-            while not p.check_event(ev.SequenceEndEvent):
-                items.append(self._node((*path, index), depth + 1))
-                index += 1
-            p.get_event()
-            return items
-        if isinstance(event, ev.MappingStartEvent):
-            return self._mapping(path, depth)
-        raise self._fail("yaml.syntax", "unexpected YAML structure", event.start_mark)
-
-    def _mapping(self, path: Path, depth: int) -> dict[str, Any]:
-        p = self.parser
-        result: dict[str, Any] = {}
-        while not p.check_event(ev.MappingEndEvent):
-            key_event = p.peek_event()
-            if not isinstance(key_event, ev.ScalarEvent):
-                p.get_event()
-                raise self._fail(
-                    "yaml.key", "mapping keys must be plain strings", key_event.start_mark
-                )
-            key_value = self._scalar(p.get_event(), is_key=True)
-            if not isinstance(key_value, str):
-                raise self._fail(
-                    "yaml.key",
-                    f"mapping key {key_value!r} is not a string",
-                    key_event.start_mark,
-                    hint="quote the key",
-                )
-            if key_value in result:
-                first = self.source.keys.get((*path, key_value))
-                where = f" (first defined on line {first[0]})" if first else ""
-                raise self._fail(
-                    "yaml.duplicate_key",
-                    f"duplicate key '{key_value}'{where}",
-                    key_event.start_mark,
-                    hint="each key may appear once in a mapping",
-                )
-            child = (*path, key_value)
-            self.source.keys[child] = self._pos(key_event.start_mark)
-            result[key_value] = self._node(child, depth + 1)
-        p.get_event()
-        return result
-
-    def _scalar(self, event: ev.ScalarEvent, *, is_key: bool = False) -> Any:
         if event.anchor is not None:
             raise self._fail(
-                "yaml.anchor", f"YAML anchor '&{event.anchor}' is not allowed", event.start_mark
+                "yaml.anchor", f"YAML anchor '&{event.anchor}' is not allowed", mark, _ANCHOR_HINT
             )
-        value = event.value
+        self.source.values[path] = (mark.line, mark.column)
+        if kind is ev.ScalarEvent:
+            return self._scalar(event)
+        if depth >= MAX_DEPTH:
+            raise self._fail("yaml.too_deep", f"nesting deeper than {MAX_DEPTH} levels", mark)
         tag = event.tag
-        if tag in (None, "!"):
-            if tag == "!" or not event.implicit[0]:
-                return value  # quoted or non-specific tag: always a string
-            tag = _RESOLVER.resolve(ScalarNode, value, event.implicit)
-        elif tag not in _ALLOWED_EXPLICIT_TAGS:
-            raise self._fail("yaml.tag", f"YAML tag '{tag}' is not allowed", event.start_mark)
-        kind = tag.removeprefix(_TAG)
-        if kind == "str" or kind == "timestamp":
-            # dates stay text: plans never need YAML's implicit datetime conversion
-            return value
-        if kind == "merge":
+        if tag is not None and tag != "!" and tag not in _ALLOWED_EXPLICIT_TAGS:
+            raise self._fail("yaml.tag", f"YAML tag '{tag}' is not allowed", mark)
+        if kind is ev.MappingStartEvent:
+            return self._mapping(path, depth)
+        if kind is ev.SequenceStartEvent:
+            get = self.parser.get_event
+            items: list[Any] = []
+            index = 0
+            while True:
+                item = get()
+                if type(item) is ev.SequenceEndEvent:
+                    return items
+                items.append(self._node(item, (*path, index), depth + 1))
+                index += 1
+        raise self._fail("yaml.syntax", "unexpected YAML structure", mark)  # pragma: no cover
+
+    def _mapping(self, path: Path, depth: int) -> dict[str, Any]:
+        get = self.parser.get_event
+        keys = self.source.keys
+        result: dict[str, Any] = {}
+        while True:
+            key_event = get()
+            kind = type(key_event)
+            if kind is ev.MappingEndEvent:
+                return result
+            mark = key_event.start_mark
+            if kind is not ev.ScalarEvent:
+                raise self._fail("yaml.key", "mapping keys must be plain strings", mark)
+            key = self._scalar(key_event)
+            if not isinstance(key, str):
+                raise self._fail(
+                    "yaml.key", f"mapping key {key!r} is not a string", mark, hint="quote the key"
+                )
+            child = (*path, key)
+            if key in result:
+                first = keys.get(child)
+                where = f" (first defined on line {first[0] + 1})" if first else ""
+                raise self._fail(
+                    "yaml.duplicate_key",
+                    f"duplicate key '{key}'{where}",
+                    mark,
+                    hint="each key may appear once in a mapping",
+                )
+            keys[child] = (mark.line, mark.column)
+            result[key] = self._node(get(), child, depth + 1)
+
+    def _scalar(self, event: Any) -> Any:
+        if event.anchor is not None:
             raise self._fail(
-                "yaml.merge", "YAML merge keys ('<<') are not allowed", event.start_mark
+                "yaml.anchor",
+                f"YAML anchor '&{event.anchor}' is not allowed",
+                event.start_mark,
+                _ANCHOR_HINT,
             )
-        node = ScalarNode(tag, value, event.start_mark, event.end_mark)
-        try:
-            if kind == "null":
-                return None
-            if kind == "bool":
-                return _CONSTRUCTOR.construct_yaml_bool(node)
-            if kind == "int":
-                integer = _CONSTRUCTOR.construct_yaml_int(node)
-                if abs(integer) > MAX_SAFE_INT:
-                    raise self._fail(
-                        "yaml.number",
-                        f"integer {value!r} is too large (limit ±{MAX_SAFE_INT:,})",
-                        event.start_mark,
-                        hint="quote it to pass it as text",
-                    )
-                return integer
-            if kind == "float":
-                number = _CONSTRUCTOR.construct_yaml_float(node)
-                if not math.isfinite(number):
-                    raise self._fail(
-                        "yaml.number", f"number {value!r} is not finite", event.start_mark
-                    )
-                return number
-        except (ValueError, yaml.YAMLError) as exc:
-            raise self._fail(
-                "yaml.scalar", f"cannot read {value!r}: {exc}", event.start_mark
-            ) from exc
-        raise self._fail("yaml.tag", f"YAML type '{kind}' is not allowed", event.start_mark)
+        tag = event.tag
+        value = event.value
+        if tag is None or tag == "!":
+            if tag == "!" or not event.implicit[0]:
+                return value  # quoted, block or non-specific tag: always a string
+            status, result = _plain_scalar(value)
+        elif tag in _ALLOWED_EXPLICIT_TAGS:
+            status, result = _construct(tag, value)
+        else:
+            raise self._fail("yaml.tag", f"YAML tag '{tag}' is not allowed", event.start_mark)
+        if status != "ok":
+            raise self._fail(status, result, event.start_mark)
+        return result
 
 
-def decode_text(path: str, raw: bytes) -> tuple[str | None, list[Issue]]:
+def decode_text(
+    path: str, raw: bytes, *, max_bytes: int = MAX_BYTES
+) -> tuple[str | None, list[Issue]]:
     """Bytes → text, refusing oversized, binary or non-UTF-8 input with a located issue."""
-    if len(raw) > MAX_BYTES:
+    if len(raw) > max_bytes:
         return None, [
             Issue(
                 path=path,
                 code="file.too_large",
-                message=f"file is {len(raw):,} bytes; the limit is {MAX_BYTES:,} bytes",
+                message=f"file is {len(raw):,} bytes; the limit is {max_bytes:,} bytes",
                 hint="split the plan into several smaller plans",
+            )
+        ]
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        return None, [
+            Issue(
+                path=path,
+                line=raw.count(b"\n", 0, nul) + 1,
+                code="file.binary",
+                message="file contains NUL bytes: it looks binary, not YAML",
             )
         ]
     try:
@@ -274,31 +304,20 @@ def decode_text(path: str, raw: bytes) -> tuple[str | None, list[Issue]]:
                 hint="save the file as UTF-8 text",
             )
         ]
-    text = text.removeprefix("\ufeff")
-    bad = next((i for i, ch in enumerate(text) if ch == "\x00"), None)
-    if bad is not None:
-        return None, [
-            Issue(
-                path=path,
-                line=text.count("\n", 0, bad) + 1,
-                code="file.binary",
-                message="file contains NUL bytes: it looks binary, not YAML",
-            )
-        ]
-    return text, []
+    return text.removeprefix("\ufeff"), []
 
 
-def read_yaml(path: str, raw: bytes) -> tuple[YamlDocument | None, list[Issue]]:
-    """Parse one YAML file strictly. Returns the document, or ``None`` and the issues found."""
-    text, issues = decode_text(path, raw)
+def read_yaml(
+    path: str, raw: bytes, *, max_bytes: int = MAX_BYTES
+) -> tuple[YamlDocument | None, list[Issue]]:
+    """Parse one YAML file strictly. Returns the document, or ``None`` and the issues found.
+
+    ``max_bytes`` exists for measurements (benchmarks/check.py); callers checking user input
+    keep the default.
+    """
+    text, issues = decode_text(path, raw, max_bytes=max_bytes)
     if text is None:
         return None, issues
-    if not text.strip() or all(
-        not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
-    ):
-        return None, [
-            Issue(path=path, code="file.empty", message="file is empty: expected a YAML mapping")
-        ]
     reader = _Reader(path, text)
     try:
         data = reader.read()

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.actions.registry import ActionRegistry
-from app.plan.graph import ancestors, find_graph_issues
+from app.plan.graph import Reachability, downstream_origins, find_graph_issues
 from app.plan.model import (
     COMPENSATE_NONE_TAG,
     COMPENSATE_STEP_TAG,
@@ -392,33 +392,32 @@ def check_plan(plan: Plan, raw_steps: Sequence[Any]) -> list[Finding]:
         # The canary stage is its steps, its analysis probes and everything they need; all
         # other steps wait for the analysis to pass. A canary step that waits on its own
         # analysis could never run.
+        after_analysis = downstream_origins(sorted(analysis & set(index_of)), needs)
         for step_id in plan.canary.steps:
-            if step_id in index_of:
-                blocked = ancestors(step_id, needs) & analysis
-                for probe in sorted(blocked):
-                    findings.append(
-                        Finding(
-                            ("steps", index_of[step_id], "needs"),
-                            "canary.needs_analysis",
-                            f"canary step '{step_id}' needs analysis step '{probe}', which "
-                            "judges the canary after it ran",
-                            step=step_id,
-                        )
+            if step_id in after_analysis:
+                findings.append(
+                    Finding(
+                        ("steps", index_of[step_id], "needs"),
+                        "canary.needs_analysis",
+                        f"canary step '{step_id}' needs analysis step "
+                        f"'{after_analysis[step_id]}', which judges the canary after it ran",
+                        step=step_id,
                     )
+                )
 
+    reach = Reachability(needs)
     for index, step in enumerate(plan.steps):
-        findings += _check_references(step, index, needs, index_of)
+        findings += _check_references(step, index, reach, index_of)
     return findings
 
 
 def _check_references(
-    step: Step, index: int, needs: dict[str, tuple[str, ...]], index_of: dict[str, int]
+    step: Step, index: int, reach: Reachability, index_of: dict[str, int]
 ) -> list[Finding]:
     findings: list[Finding] = []
     sources: list[tuple[DataPath, Any, bool]] = [(("steps", index, "with"), step.with_, False)]
     if isinstance(step.compensate, Compensation):
         sources.append((("steps", index, "compensate", "with"), step.compensate.with_, True))
-    earlier: set[str] | None = None
     for base, value, in_compensation in sources:
         for path, text in _strings(value, base):
             for match in REFERENCE_RE.finditer(text):
@@ -444,9 +443,9 @@ def _check_references(
                     )
                     continue
                 target = ref.group(1)
-                if earlier is None:
-                    earlier = ancestors(step.id, needs)
-                allowed = earlier | ({step.id} if in_compensation else set())
+                allowed = reach.is_upstream(target, step.id) or (
+                    in_compensation and target == step.id
+                )
                 if target not in index_of:
                     findings.append(
                         Finding(
@@ -456,7 +455,7 @@ def _check_references(
                             step=step.id,
                         )
                     )
-                elif target not in allowed:
+                elif not allowed:
                     findings.append(
                         Finding(
                             path,

@@ -101,7 +101,15 @@ def test_nul_bytes_are_binary(tmp_path, capsys):
 def test_png_is_not_a_plan(tmp_path, capsys):
     rc, path, out = run_check(tmp_path, capsys, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "x.yaml")
     assert rc == 2
-    assert f"{path}:1: file is not valid UTF-8" in out
+    assert f"{path}:3: file contains NUL bytes: it looks binary, not YAML" in out
+
+
+def test_latin1_is_not_utf8(tmp_path, capsys):
+    rc, path, out = run_check(
+        tmp_path, capsys, "id: ab\ntitle: Gr\u00fc\u00dfe\n".encode("latin-1")
+    )
+    assert rc == 2
+    assert f"{path}:2: file is not valid UTF-8 (byte 16)" in out
 
 
 def test_file_over_one_mib_rejected_before_parsing(tmp_path, capsys):
