@@ -27,6 +27,7 @@ the pull request. ``now`` is passed in: this module reads no clock and no enviro
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,7 +38,6 @@ from app.approvals.attest import (
     APPROVAL_PREDICATE_TYPE,
     INTOTO_PAYLOAD_TYPE,
     ApprovalStatement,
-    DigestSet,
 )
 from app.errors import AttestationError
 from app.signing import SignatureVerifier, SignerRef, Trust, verify_signed_document
@@ -68,6 +68,7 @@ CHECKS = (
 #: tolerated clock difference between the signer and the verifier
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
 
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _REAPPROVE = "get the plan approved again on its pull request (a new attestation is made then)"
 
 
@@ -98,6 +99,14 @@ class VerifiedApproval:
         )
 
 
+def _digest_hex(plan_digest: str) -> str:
+    """``sha256:<hex>`` or ``<hex>`` -> ``<hex>``; anything else is a caller bug."""
+    hex_digest = plan_digest.removeprefix("sha256:")
+    if not _HEX64.match(hex_digest):
+        raise ValueError(f"plan digest {plan_digest!r} is not sha256:<64 hex>")
+    return hex_digest
+
+
 def parse_statement(payload_type: str, payload: bytes, *, source: str) -> ApprovalStatement:
     """Signed bytes → a valid ``ApprovalStatement`` (``payload_type``/``statement`` checks)."""
     if payload_type != INTOTO_PAYLOAD_TYPE:
@@ -106,6 +115,11 @@ def parse_statement(payload_type: str, payload: bytes, *, source: str) -> Approv
             check="payload_type",
             hint="this is not an in-toto attestation; " + _REAPPROVE,
         )
+    try:
+        # fast path: pydantic-core parses and validates in one go
+        return ApprovalStatement.model_validate_json(payload)
+    except ValidationError as exc:
+        error = exc
     try:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -118,17 +132,14 @@ def parse_statement(payload_type: str, payload: bytes, *, source: str) -> Approv
             f"{source}: predicateType is {predicate_type!r}, expected {APPROVAL_PREDICATE_TYPE!r}",
             check="statement",
             hint="only Plangate approval attestations authorise a plan; " + _REAPPROVE,
-        )
-    try:
-        return ApprovalStatement.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise AttestationError(
-            f"{source}: invalid approval statement: {where}: {first['msg']}",
-            check="statement",
-            hint=_REAPPROVE,
-        ) from exc
+        ) from error
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    raise AttestationError(
+        f"{source}: invalid approval statement: {where}: {first['msg']}",
+        check="statement",
+        hint=_REAPPROVE,
+    ) from error
 
 
 def check_statement(
@@ -156,7 +167,7 @@ def check_statement(
             hint="an approval of one plan never authorises another; use the attestation made "
             f"for {plan_path}, or get it approved",
         )
-    want = DigestSet(sha256=plan_digest).sha256
+    want = _digest_hex(plan_digest)
     if subject.digest.sha256 != want:
         raise AttestationError(
             f"{source}: {plan_path} was approved with digest sha256:{subject.digest.sha256}, "
@@ -265,5 +276,5 @@ def verify_for_execution(
         statement=statement,
         signer=signed.signer,
         plan_path=plan_path,
-        plan_digest="sha256:" + DigestSet(sha256=plan_digest).sha256,
+        plan_digest="sha256:" + _digest_hex(plan_digest),
     )

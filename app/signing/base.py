@@ -13,11 +13,12 @@ could approve itself. Verifiers fail closed: empty trust verifies nothing.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 __all__ = [
     "GITHUB_ACTIONS_ISSUER",
@@ -64,6 +65,7 @@ class TrustedKey(_Frozen):
     public_key_pem: str = Field(min_length=1)
     name: str = Field("", description="who holds the key, for messages (e.g. 'plangate-bot')")
     keyid: str = Field("", description="filled in from the key; a wrong value is rejected")
+    _key: ec.EllipticCurvePublicKey | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _derive_keyid(self) -> TrustedKey:
@@ -78,10 +80,13 @@ class TrustedKey(_Frozen):
                 f"(its sha256 is {derived})"
             )
         object.__setattr__(self, "keyid", derived)
+        self._key = key  # parsed once, not on every verification
         return self
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
-        return load_public_key(self.public_key_pem)
+        if self._key is None:  # pragma: no cover - the validator always sets it
+            self._key = load_public_key(self.public_key_pem)
+        return self._key
 
 
 class TrustedIdentity(_Frozen):
@@ -135,15 +140,23 @@ class Trust(_Frozen):
         "production", description="which sigstore trusted root keyless bundles must chain to"
     )
 
+    _by_id: dict[str, TrustedKey] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _index(self) -> Trust:
+        self._by_id = {k.keyid: k for k in self.keys}
+        return self
+
     def key_by_id(self, keyid: str) -> TrustedKey | None:
-        return next((k for k in self.keys if k.keyid == keyid), None)
+        return self._by_id.get(keyid)
 
     @property
     def empty(self) -> bool:
         return not self.keys and not self.identities
 
 
-class SignerRef(_Frozen):
+@dataclass(frozen=True, slots=True)
+class SignerRef:
     """Who signed, as established by the signature step (never taken from the payload)."""
 
     kind: Literal["key", "sigstore"]
@@ -158,8 +171,13 @@ class SignerRef(_Frozen):
         return f"sigstore identity {self.id} (issuer {self.issuer})"
 
 
-class SignedPayload(_Frozen):
-    """The result of a successful signature step: verified bytes and their signer."""
+@dataclass(frozen=True, slots=True)
+class SignedPayload:
+    """The result of a successful signature step: verified bytes and their signer.
+
+    Plain dataclasses (not pydantic): built by our own verifiers only, on the executor's hot
+    path, from values that were already validated.
+    """
 
     payload_type: str
     payload: bytes

@@ -22,11 +22,19 @@ import base64
 import binascii
 import json
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from app.errors import AttestationError
 
-__all__ = ["INTOTO_PAYLOAD_TYPE", "Envelope", "Signature", "pae"]
+__all__ = ["INTOTO_PAYLOAD_TYPE", "Envelope", "Signature", "envelope_json", "pae"]
 
 #: the DSSE payload type of an in-toto statement (in-toto attestation spec v1, envelope.md)
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -38,12 +46,11 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
 
 
-def _is_base64(value: str) -> str:
+def _b64decode(value: str) -> bytes:
     try:
-        base64.b64decode(value, validate=True)
+        return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("is not standard base64") from exc
-    return value
 
 
 class Signature(BaseModel):
@@ -53,15 +60,22 @@ class Signature(BaseModel):
 
     keyid: str | None = None
     sig: str = Field(min_length=1, description="base64 of the raw signature bytes")
+    _sig_bytes: bytes = PrivateAttr(b"")
 
-    @field_validator("sig")
+    @field_validator("keyid", mode="before")
     @classmethod
-    def _check_sig(cls, value: str) -> str:
-        return _is_base64(value)
+    def _empty_keyid_is_absent(cls, value: object) -> object:
+        # protobuf JSON (sigstore bundles) may write an empty keyid
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _decode(self) -> Signature:
+        self._sig_bytes = _b64decode(self.sig)
+        return self
 
     @property
     def sig_bytes(self) -> bytes:
-        return base64.b64decode(self.sig)
+        return self._sig_bytes
 
 
 class Envelope(BaseModel):
@@ -72,11 +86,13 @@ class Envelope(BaseModel):
     payload_type: str = Field(alias="payloadType", min_length=1)
     payload: str = Field(description="base64 of the payload bytes")
     signatures: tuple[Signature, ...] = Field(min_length=1)
+    _payload_bytes: bytes = PrivateAttr(b"")
 
-    @field_validator("payload")
-    @classmethod
-    def _check_payload(cls, value: str) -> str:
-        return _is_base64(value)
+    @model_validator(mode="after")
+    def _decode(self) -> Envelope:
+        # decoded once, here: an envelope whose payload is not base64 cannot exist
+        self._payload_bytes = _b64decode(self.payload)
+        return self
 
     @classmethod
     def wrap(cls, payload_type: str, payload: bytes, signatures: list[Signature]) -> Envelope:
@@ -88,7 +104,7 @@ class Envelope(BaseModel):
 
     @property
     def payload_bytes(self) -> bytes:
-        return base64.b64decode(self.payload)
+        return self._payload_bytes
 
     def pae(self) -> bytes:
         """The bytes every signature in this envelope signs."""
@@ -96,45 +112,61 @@ class Envelope(BaseModel):
 
     def to_json(self) -> str:
         """Stable JSON (sorted keys, ``keyid`` omitted when absent, as in a sigstore bundle)."""
-        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return json.dumps(data, sort_keys=True, indent=2) + "\n"
+        return envelope_json(
+            self.payload_type,
+            self.payload,
+            [(sig.keyid, sig.sig) for sig in self.signatures],
+        )
 
     @classmethod
     def from_json(cls, raw: bytes | str, *, source: str = "attestation") -> Envelope:
         """Parse an envelope; anything malformed is an ``AttestationError(check="format")``."""
         try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AttestationError(
-                f"{source}: not JSON ({exc})",
-                check="format",
-                hint="pass the .json file written by `plangate attest` (a DSSE envelope)",
-            ) from exc
-        return cls.from_dict(data, source=source)
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            if exc.errors()[0]["type"] == "json_invalid":
+                raise AttestationError(
+                    f"{source}: not JSON ({exc.errors()[0]['msg']})",
+                    check="format",
+                    hint="pass the .json file written by `plangate attest` (a DSSE envelope)",
+                ) from exc
+            raise _format_error(exc, source) from exc
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "attestation") -> Envelope:
-        if isinstance(data, dict):
-            # protobuf JSON (sigstore bundles) may write an empty keyid; treat it as absent
-            sigs = data.get("signatures")
-            if isinstance(sigs, list):
-                data = {
-                    **data,
-                    "signatures": [
-                        {k: v for k, v in s.items() if not (k == "keyid" and v in ("", None))}
-                        if isinstance(s, dict)
-                        else s
-                        for s in sigs
-                    ],
-                }
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise AttestationError(
-                f"{source}: not a valid DSSE envelope: {where}: {first['msg']}",
-                check="format",
-                hint="the file is damaged or is not a Plangate attestation; "
-                "re-create it with `plangate attest`",
-            ) from exc
+            raise _format_error(exc, source) from exc
+
+
+def _format_error(exc: ValidationError, source: str) -> AttestationError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return AttestationError(
+        f"{source}: not a valid DSSE envelope: {where}: {first['msg']}",
+        check="format",
+        hint="the file is damaged or is not a Plangate attestation; "
+        "re-create it with `plangate attest`",
+    )
+
+
+def envelope_json(
+    payload_type: str, payload_b64: str, signatures: list[tuple[str | None, str]]
+) -> str:
+    """The stored form of an envelope: sorted keys, two-space indent, trailing newline.
+
+    Written without the pure-Python indenting encoder (json's C encoder is used for every
+    string), since signing speed is dominated by serialisation, not by ECDSA.
+    """
+    dumps = json.dumps
+    sigs = ",\n".join(
+        "    {\n"
+        + (f'      "keyid": {dumps(keyid)},\n' if keyid is not None else "")
+        + f'      "sig": {dumps(sig)}\n    }}'
+        for keyid, sig in signatures
+    )
+    return (
+        f'{{\n  "payload": {dumps(payload_b64)},\n  "payloadType": {dumps(payload_type)},\n'
+        f'  "signatures": [\n{sigs}\n  ]\n}}\n'
+    )

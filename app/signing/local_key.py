@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.errors import AttestationError
 from app.signing.base import SignedPayload, SignerRef, Trust, key_id
-from app.signing.dsse import Envelope, Signature, pae
+from app.signing.dsse import Envelope, Signature, envelope_json, pae
 
 __all__ = [
     "KeyPairPaths",
@@ -128,7 +128,13 @@ class LocalKeySigner:
         )
 
     def sign(self, payload_type: str, payload: bytes) -> bytes:
-        return self.sign_envelope(payload_type, payload).to_json().encode()
+        # same bytes as sign_envelope(...).to_json(), without building the model
+        sig = self._key.sign(pae(payload_type, payload), _ECDSA)
+        return envelope_json(
+            payload_type,
+            base64.b64encode(payload).decode("ascii"),
+            [(self.keyid, base64.b64encode(sig).decode("ascii"))],
+        ).encode()
 
 
 class LocalKeyVerifier:

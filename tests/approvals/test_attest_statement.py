@@ -6,6 +6,8 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from test_attest_support import BLOB, DIGEST, HEAD, NOW, PLAN, POLICY, REPO, pr_statement
 
@@ -177,3 +179,77 @@ def test_storage_paths():
     with pytest.raises(ValueError):
         storage_path(7, HEAD, "../x")
     assert local_attestation_path(DIGEST) == f"local/{DIGEST.removeprefix('sha256:')}.dsse.json"
+
+
+def _models(model: type, seen: set[type]) -> None:
+    from pydantic import BaseModel
+
+    seen.add(model)
+    for field in model.model_fields.values():
+        for arg in _type_args(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel) and arg not in seen:
+                _models(arg, seen)
+
+
+def _type_args(annotation) -> list:
+    import typing
+
+    args = typing.get_args(annotation)
+    if not args:
+        return [annotation]
+    return [a for arg in args for a in _type_args(arg)]
+
+
+def test_statement_fields_are_declared_in_json_key_order():
+    """payload() relies on it: pydantic-core writes keys in declaration order."""
+    seen: set[type] = set()
+    _models(ApprovalStatement, seen)
+    assert len(seen) >= 10
+    for model in seen:
+        names = [f.alias or name for name, f in model.model_fields.items()]
+        assert names == sorted(names), model.__name__
+
+
+_text = st.text(max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    requirement=_text.filter(bool),
+    level=st.none() | _text,
+    ref=_text.filter(bool),
+    cost=st.decimals(min_value=0, max_value=10**9, places=2, allow_nan=False),
+    score=st.integers(min_value=0, max_value=2**53 - 1),
+    review=st.integers(min_value=1, max_value=2**53 - 1),
+    seconds=st.integers(min_value=0, max_value=10**9),
+)
+def test_payload_is_rfc8785(requirement, level, ref, cost, score, review, seconds):
+    import rfc8785
+
+    from app.approvals.attest import BaseRef, CostEstimate, PullRequestRef, Risk
+
+    evaluated = NOW + timedelta(seconds=seconds, microseconds=123)
+    statement = build_statement(
+        plans=[(PLAN, DIGEST, BLOB), ("plans/\u00e9t\u00e9.yaml", DIGEST, None)],
+        repository=RepositoryRef(name=REPO, id=review),
+        pull_request=PullRequestRef(number=7, url=f"https://ghe.example/{REPO}/pull/7"),
+        base=BaseRef(ref=ref, sha=HEAD),
+        head_sha=HEAD,
+        approvers=[
+            Approver(
+                login="alice",
+                reviewId=review,
+                commit=HEAD,
+                approvedAt=evaluated,
+                requirement=requirement,
+            )
+        ],
+        policy_digest=POLICY,
+        evaluated_at=evaluated,
+        ttl=timedelta(minutes=30),
+        risk=Risk(score=score, level=level),
+        cost=CostEstimate(total=cost),
+    )
+    payload = statement.payload()
+    assert payload == rfc8785.dumps(json.loads(payload))
+    assert ApprovalStatement.model_validate_json(payload) == statement
