@@ -7,15 +7,30 @@ Policy and cost evaluation plug in on top of this report (``app.policy``, ``app.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.actions.registry import ActionRegistry, default_registry
+from app.cost import CostChange, PlanCost, PriceTable, diff_costs, estimate_plan
 from app.errors import Issue, PlanError
 from app.plan.loader import LoadedPlan, load_plan
+from app.plan.model import Plan
+from app.policy.context import EvalContext
+from app.policy.decision import Decision
+from app.policy.diff import RuleChange
+from app.policy.engine import evaluate
+from app.policy.loader import PolicySet
 
-__all__ = ["PLAN_SUFFIXES", "CheckReport", "FileResult", "check_paths", "discover_plan_files"]
+__all__ = [
+    "PLAN_SUFFIXES",
+    "CheckReport",
+    "FileResult",
+    "apply_policy",
+    "check_paths",
+    "cost_diff",
+    "discover_plan_files",
+]
 
 PLAN_SUFFIXES = (".yaml", ".yml")
 
@@ -29,10 +44,23 @@ class FileResult:
 
 @dataclass(slots=True)
 class CheckReport:
-    """Everything one ``check`` run found. ``exit_code``: 0 valid, 2 invalid input."""
+    """Everything one ``check`` run found.
+
+    ``exit_code``: 2 invalid input (a plan or the policy), else 1 if any plan is denied by
+    policy or a hard budget, else 0. ``decisions`` is keyed by plan path.
+    """
 
     files: list[FileResult] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
+    policy: PolicySet | None = None
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    base_ref: str | None = None
+    cost_changes: list[CostChange] | None = None
+    policy_changes: list[RuleChange] | None = None
+
+    @property
+    def denied(self) -> list[str]:
+        return [path for path, d in self.decisions.items() if not d.allowed]
 
     @property
     def plans(self) -> list[LoadedPlan]:
@@ -48,7 +76,9 @@ class CheckReport:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.valid else 2
+        if not self.valid:
+            return 2
+        return 1 if self.denied else 0
 
 
 def discover_plan_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[Issue]]:
@@ -126,3 +156,24 @@ def duplicate_plan_ids(plans: Iterable[LoadedPlan]) -> list[Issue]:
         else:
             first[plan_id] = loaded
     return issues
+
+
+def apply_policy(
+    report: CheckReport,
+    policy: PolicySet,
+    context_for: Callable[[LoadedPlan], EvalContext],
+) -> CheckReport:
+    """Judge every valid plan of ``report`` with ``policy``; decisions go into the report."""
+    report.policy = policy
+    for loaded in report.plans:
+        report.decisions[loaded.path] = evaluate(loaded.plan, policy, context_for(loaded))
+    return report
+
+
+def cost_diff(
+    base: Mapping[str, Plan], head: Mapping[str, Plan], prices: PriceTable
+) -> list[CostChange]:
+    """Cost of each plan at base and head (keyed by repository path), priced with ``prices``."""
+    base_costs: dict[str, PlanCost] = {p: estimate_plan(plan, prices) for p, plan in base.items()}
+    head_costs: dict[str, PlanCost] = {p: estimate_plan(plan, prices) for p, plan in head.items()}
+    return diff_costs(base_costs, head_costs)

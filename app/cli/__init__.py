@@ -20,7 +20,7 @@ from app.errors import InputError, PlangateError
 __all__ = ["COMMAND_MODULES", "main"]
 
 #: modules that define ``register(subparsers)``; each adds its commands
-COMMAND_MODULES: tuple[str, ...] = ("app.cli.check", "app.cli.attest")
+COMMAND_MODULES: tuple[str, ...] = ("app.cli.check", "app.cli.attest", "app.cli.explain")
 
 EXIT_OK = 0
 EXIT_DENIED = 1
