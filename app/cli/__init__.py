@@ -20,7 +20,11 @@ from app.errors import InputError, PlangateError
 __all__ = ["COMMAND_MODULES", "main"]
 
 #: modules that define ``register(subparsers)``; each adds its commands
-COMMAND_MODULES: tuple[str, ...] = ("app.cli.check", "app.cli.attest", "app.cli.explain")
+COMMAND_MODULES: tuple[str, ...] = (
+    "app.cli.check",
+    "app.cli.attest",
+    "app.cli.audit",
+)
 
 EXIT_OK = 0
 EXIT_DENIED = 1
