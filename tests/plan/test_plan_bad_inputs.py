@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from app.check import check_paths
 from app.cli import main
 
 HEADER = """\
@@ -426,10 +427,10 @@ def test_canary_step_and_probe_overlap(tmp_path, capsys):
     assert "step 'check' is both a canary step and an analysis probe" in out
 
 
-def test_valid_canary_passes(tmp_path, capsys):
-    text = HEADER + "canary: {steps: [canary], analysis: [check]}\n" + CANARY_STEPS
-    rc, _, _ = run_check(tmp_path, capsys, text)
-    assert rc == 0
+def test_valid_canary_passes(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text(HEADER + "canary: {steps: [canary], analysis: [check]}\n" + CANARY_STEPS)
+    assert check_paths([path]).exit_code == 0  # validation only; policy is not this test's
 
 
 @pytest.mark.parametrize(
@@ -538,7 +539,7 @@ def test_errors_in_several_files_are_all_reported(tmp_path, capsys):
     assert rc == 2
     assert f"{tmp_path / 'a.yaml'}:8:" in out
     assert f"{tmp_path / 'b.yaml'}:1:1:" in out
-    assert f"ok    {tmp_path / 'c.yaml'}" in out
+    assert f" {tmp_path / 'c.yaml'}  ok  (1 steps" in out
 
 
 # -- paths ---------------------------------------------------------------------------------------
@@ -565,12 +566,49 @@ def test_directory_is_searched_recursively(tmp_path, capsys):
     nested = tmp_path / "team" / "prod"
     nested.mkdir(parents=True)
     (nested / "p.yml").write_text(HEADER + "steps: [{id: a, action: noop}]\n")
-    rc = main(["check", str(tmp_path)])
-    assert rc == 0
-    assert "1 plan valid" in capsys.readouterr().out
+    (tmp_path / "notes.txt").write_text("not a plan")
+    report = check_paths([tmp_path])
+    assert report.exit_code == 0
+    assert [f.path for f in report.files] == [str(nested / "p.yml")]
 
 
 def test_unreadable_garbage_never_shows_a_traceback(tmp_path, capsys):
     for i, blob in enumerate([b"{{{{", b"]", b"key: [", b"\t- a", b"a: b: c", b"\xef\xbb\xbf"]):
         rc, _, _ = run_check(tmp_path, capsys, blob, f"g{i}.yaml")
         assert rc == 2
+
+
+def test_yaml_booleans_and_numbers_where_text_is_expected(tmp_path, capsys):
+    text = HEADER.replace("id: demo", "id: 2024") + "steps:\n  - {id: yes, action: noop}\n"
+    rc, path, out = run_check(tmp_path, capsys, text)
+    assert rc == 2
+    assert (
+        f"{path}:3:5: field 'id': expected text, found an integer "
+        "(quote the value to keep it text, e.g. '2024')"
+    ) in out
+    assert f"{path}:8:10: step #1: field 'id': expected text, found a boolean (YAML reads" in out
+
+
+def test_load_plan_refuses_directories_devices_and_missing_files(tmp_path):
+    from app.errors import PlanError
+    from app.plan.loader import load_plan
+
+    with pytest.raises(PlanError, match=r"is a directory, not a plan file") as exc:
+        load_plan(tmp_path)
+    assert exc.value.issues[0].code == "path.directory"
+    with pytest.raises(PlanError, match=r"nope.yaml: file does not exist"):
+        load_plan(tmp_path / "nope.yaml")
+    if Path("/dev/zero").exists():  # endless input: read at most the limit, never all of it
+        with pytest.raises(PlanError, match=r"the limit is 1,048,576 bytes"):
+            load_plan("/dev/zero")
+
+
+def test_big_file_is_refused_before_it_is_read(tmp_path, capsys):
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(50 * 1024 * 1024)  # sparse: 50 MiB on paper, nothing on disk
+    rc = main(["check", str(path)])
+    assert rc == 2
+    assert (
+        f"{path}: file is 52,428,800 bytes; the limit is 1,048,576 bytes" in capsys.readouterr().out
+    )
