@@ -26,6 +26,7 @@ from app.signing.base import (
     key_id,
 )
 from app.signing.dsse import INTOTO_PAYLOAD_TYPE, Envelope, Signature, pae
+from app.signing.local_key import LocalKeyVerifier
 
 __all__ = [
     "GITHUB_ACTIONS_ISSUER",
@@ -46,6 +47,7 @@ __all__ = [
     "verify_signed_document",
 ]
 
+_LOCAL = LocalKeyVerifier()
 _BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
 
 
@@ -105,7 +107,5 @@ def verify_signed_document(
 
             sigstore_verifier = SigstoreVerifier()
         return sigstore_verifier.verify(document, trust)
-    from app.signing.local_key import LocalKeyVerifier
-
     envelope = Envelope.from_json(document, source=source)
-    return LocalKeyVerifier().verify_envelope(envelope, trust, source=source)
+    return _LOCAL.verify_envelope(envelope, trust, source=source)

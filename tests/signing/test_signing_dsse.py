@@ -93,3 +93,20 @@ def test_non_json_is_a_format_error():
     with pytest.raises(AttestationError, match="not JSON") as info:
         Envelope.from_json(b"\xff\xfe")
     assert info.value.check == "format"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    payload_type=st.text(max_size=30),
+    payload=st.binary(max_size=64),
+    keyids=st.lists(st.none() | st.text(max_size=20), min_size=1, max_size=3),
+)
+def test_envelope_json_equals_stdlib_json(payload_type, payload, keyids):
+    sigs = [
+        Signature(keyid=k or None, sig=base64.b64encode(b"s%d" % i).decode())
+        for i, k in enumerate(keyids)
+    ]
+    env = Envelope.wrap(payload_type or "t", payload, sigs)
+    data = env.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert env.to_json() == json.dumps(data, sort_keys=True, indent=2) + "\n"
+    assert Envelope.from_json(env.to_json()) == env
