@@ -1,0 +1,158 @@
+"""GitHub App authentication: App JWT -> installation token, cached per installation.
+
+PyGithub's ``GithubIntegration`` with ``Auth.AppAuth`` signs the JWT and calls
+``POST {GITHUB_API_URL}/app/installations/{id}/access_tokens`` (so GHES and test fakes get the
+token call too). Tokens live an hour; we reuse one until ``refresh_margin`` before it expires,
+one per installation, and build one ``RestTransport`` per installation on top of it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC
+
+from github import Auth, Github, GithubException, GithubIntegration
+from github.Requester import Requester
+
+from app.errors import GitHubError, GitHubUnavailable
+from app.github.client import HttpRetry, RestTransport, build_retrying, map_error
+
+__all__ = ["AppCredentials", "InstallationTokens"]
+
+
+class AppCredentials:
+    """The App's id and private key, plus how to reach GitHub (base URL, write pacing)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: int,
+        private_key: str,
+        base_url: str,
+        seconds_between_writes: float | None = None,
+        timeout: int = 15,
+    ) -> None:
+        self.app_id = app_id
+        self.private_key = private_key
+        self.base_url = base_url.rstrip("/")
+        self.seconds_between_writes = seconds_between_writes
+        self.timeout = timeout
+
+    def integration(self) -> GithubIntegration:
+        # retry=None: retries are ours (RestTransport), PyGithub must not sleep behind our back
+        return GithubIntegration(
+            auth=Auth.AppAuth(self.app_id, self.private_key),
+            base_url=self.base_url,
+            retry=None,
+            timeout=self.timeout,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+        )
+
+
+class InstallationTokens:
+    """Installation tokens and per-installation transports, cached until shortly before expiry.
+
+    Thread-safe. ``clock`` is injected (tests move time instead of waiting an hour).
+    """
+
+    def __init__(
+        self,
+        credentials: AppCredentials,
+        *,
+        refresh_margin: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        retry: HttpRetry | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        on_call: Callable[[str, str, int], None] | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self._integration = credentials.integration()
+        self._margin = refresh_margin
+        self._clock = clock
+        self._retry = retry or HttpRetry()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._on_call = on_call
+        self._lock = threading.Lock()
+        self._tokens: dict[int, tuple[str, float, Requester]] = {}
+        self._transports: dict[int, RestTransport] = {}
+        #: the App-level (JWT) transport, for /app/... endpoints such as webhook deliveries
+        self.app_transport = RestTransport(
+            lambda: self._integration.requester,
+            retry=self._retry,
+            sleep=sleep,
+            clock=clock,
+            rng=self._rng,
+            on_call=on_call,
+        )
+        self.token_requests = 0
+
+    def token(self, installation_id: int) -> str:
+        return self._entry(installation_id)[0]
+
+    def transport(self, installation_id: int) -> RestTransport:
+        """The REST transport for one installation (its requester follows token refreshes)."""
+        with self._lock:
+            transport = self._transports.get(installation_id)
+            if transport is None:
+                transport = RestTransport(
+                    lambda: self._entry(installation_id)[2],
+                    retry=self._retry,
+                    sleep=self._sleep,
+                    clock=self._clock,
+                    rng=self._rng,
+                    on_call=self._on_call,
+                )
+                self._transports[installation_id] = transport
+            return transport
+
+    def _entry(self, installation_id: int) -> tuple[str, float, Requester]:
+        with self._lock:
+            entry = self._tokens.get(installation_id)
+            if entry and entry[1] - self._margin > self._clock():
+                return entry
+        token, expires = self._fetch(installation_id)
+        requester = Github(
+            auth=Auth.Token(token),
+            base_url=self.credentials.base_url,
+            retry=None,
+            timeout=self.credentials.timeout,
+            seconds_between_requests=None,
+            seconds_between_writes=self.credentials.seconds_between_writes,
+        ).requester
+        entry = (token, expires, requester)
+        with self._lock:
+            self._tokens[installation_id] = entry
+        return entry
+
+    def _fetch(self, installation_id: int) -> tuple[str, float]:
+        """One token request, retried like any other call (5xx, short rate limits)."""
+
+        def once() -> tuple[str, float]:
+            self.token_requests += 1
+            try:
+                auth = self._integration.get_access_token(installation_id)
+            except GithubException as exc:
+                error = map_error(
+                    exc.status, dict(exc.headers or {}), exc.data, now=self._clock()
+                ) or GitHubError(f"token request failed: {exc}", status=exc.status)
+                if exc.status == 404:
+                    error = GitHubError(
+                        f"installation {installation_id} not found (App uninstalled?)",
+                        status=404,
+                        hint="install the App on the repository again",
+                    )
+                raise error from exc
+            except OSError as exc:  # requests' connection errors are OSErrors
+                raise GitHubUnavailable(f"cannot reach GitHub for a token: {exc}") from exc
+            expires = auth.expires_at
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=UTC)
+            return auth.token, expires.timestamp()
+
+        return build_retrying(self._retry, sleep=self._sleep, rng=self._rng)(once)

@@ -1,0 +1,555 @@
+"""The one narrow door to GitHub's REST API, built on PyGithub's ``Requester``.
+
+Why raw requests through PyGithub instead of its object model: every call here is one REST
+request we chose (PyGithub's lazy objects make extra ``GET``s), so calls per event stay small
+and countable. PyGithub still does the auth headers, base-URL handling (``GITHUB_API_URL``, GHES
+``/api/v3``), connection pooling and JSON.
+
+Errors follow HTTP, never string parsing:
+
+- 403/429 with ``Retry-After``, ``x-ratelimit-remaining: 0`` or a secondary-limit message ->
+  ``RateLimited(retry_after)`` (see https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api)
+- 5xx and network failures -> ``GitHubUnavailable``
+- other 4xx -> ``GitHubError(status)``
+
+``RestTransport`` retries the first two (tenacity; exponential backoff with jitter; a rate-limit
+wait longer than ``max_inline_wait`` is raised to the worker, which reschedules the delivery
+durably instead of holding a thread). Nothing from PyGithub or ``requests`` leaves this module:
+callers get the dataclasses below.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import requests
+from github.Requester import Requester
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from app.errors import GitHubError, GitHubUnavailable, RateLimited
+
+__all__ = [
+    "ChangedFile",
+    "GitHubCache",
+    "HttpRetry",
+    "PullRequestContext",
+    "PullRequestInfo",
+    "RepoClient",
+    "Response",
+    "RestTransport",
+    "Review",
+    "build_retrying",
+    "map_error",
+]
+
+#: GitHub asks to wait at least a minute after a secondary limit that names no time
+SECONDARY_LIMIT_DEFAULT_WAIT = 60.0
+
+
+class HttpRetry(BaseModel):
+    """How one REST call is retried inside the adapter (the worker retries whole deliveries)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int = Field(4, ge=1, description="attempts per call, the first one included")
+    initial_delay: float = Field(0.5, ge=0, description="seconds before the first retry")
+    max_delay: float = Field(8.0, ge=0, description="cap for the exponential backoff")
+    max_inline_wait: float = Field(
+        30.0, ge=0, description="rate-limit waits longer than this are left to the worker"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    data: Any
+
+
+def map_error(
+    status: int, headers: Mapping[str, str], data: Any, *, now: float
+) -> GitHubError | None:
+    """The Plangate error for an HTTP answer, or None if it is a success (2xx/304)."""
+    if status < 400:
+        return None
+    h = {k.lower(): v for k, v in headers.items()}
+    message = data.get("message", "") if isinstance(data, Mapping) else str(data or "")
+    if status in (403, 429):
+        retry_after = h.get("retry-after")
+        remaining = h.get("x-ratelimit-remaining")
+        if retry_after is not None:
+            wait = _float(retry_after, SECONDARY_LIMIT_DEFAULT_WAIT)
+            return RateLimited(
+                f"GitHub rate limit ({status}): {message}", retry_after=wait, status=status
+            )
+        if remaining == "0":
+            reset = _float(h.get("x-ratelimit-reset", ""), now + SECONDARY_LIMIT_DEFAULT_WAIT)
+            return RateLimited(
+                f"GitHub primary rate limit exhausted ({status}): {message}",
+                retry_after=max(1.0, reset - now),
+                status=status,
+            )
+        if status == 429 or "rate limit" in message.lower():
+            return RateLimited(
+                f"GitHub secondary rate limit ({status}): {message}",
+                retry_after=SECONDARY_LIMIT_DEFAULT_WAIT,
+                status=status,
+            )
+    if status >= 500:
+        return GitHubUnavailable(f"GitHub answered {status}: {message}", status=status)
+    return GitHubError(f"GitHub answered {status}: {message}", status=status)
+
+
+def build_retrying(
+    policy: HttpRetry, *, sleep: Callable[[float], None], rng: random.Random
+) -> Retrying:
+    """Retry ``GitHubUnavailable`` and short ``RateLimited`` waits, at most ``max_attempts``.
+
+    Waits: the rate limit's own ``retry_after``; otherwise exponential backoff with jitter
+    (uniform in [cap/2, cap]).
+    """
+
+    def retryable(exc: BaseException) -> bool:
+        if isinstance(exc, RateLimited):
+            return exc.retry_after <= policy.max_inline_wait
+        return isinstance(exc, GitHubUnavailable)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited):
+            return exc.retry_after
+        cap = min(policy.max_delay, policy.initial_delay * 2 ** (state.attempt_number - 1))
+        return rng.uniform(cap / 2, cap)
+
+    return Retrying(
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=wait,
+        retry=retry_if_exception(retryable),
+        sleep=sleep,
+        reraise=True,
+    )
+
+
+def _float(text: str, default: float) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return default
+
+
+class RestTransport:
+    """One REST call at a time through a PyGithub ``Requester``, with retries and accounting.
+
+    ``requester`` is a factory so installation tokens can rotate underneath. ``sleep``, ``clock``
+    and ``rng`` are injected so tests take no time. ``calls`` counts HTTP requests sent (the
+    number the issue's calls-per-event targets are about).
+    """
+
+    def __init__(
+        self,
+        requester: Callable[[], Requester],
+        *,
+        retry: HttpRetry | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        on_call: Callable[[str, str, int], None] | None = None,
+    ) -> None:
+        self._requester = requester
+        self.retry = retry or HttpRetry()
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_call = on_call
+        self._lock = threading.Lock()
+        self._blocked_until = 0.0
+        self.calls = 0
+
+    def request(
+        self,
+        verb: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send one request (retrying transient failures); raise a ``GitHubError`` on failure."""
+        retrying = build_retrying(self.retry, sleep=self._sleep, rng=self._rng)
+        return retrying(self._once, verb, path, params, body, headers)
+
+    def _once(
+        self,
+        verb: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        headers: Mapping[str, str] | None,
+    ) -> Response:
+        now = self._clock()
+        if now < self._blocked_until:
+            # the last answer said the primary quota is used up: do not spend a request on a 403
+            raise RateLimited(
+                "GitHub primary rate limit exhausted (remembered from the last response)",
+                retry_after=self._blocked_until - now,
+            )
+        with self._lock:
+            self.calls += 1
+        try:
+            status, resp_headers, text = self._requester().requestJson(
+                verb,
+                path,
+                parameters=dict(params) if params else None,
+                headers=dict(headers) if headers else None,
+                input=body,
+            )
+        except requests.RequestException as exc:
+            raise GitHubUnavailable(f"cannot reach GitHub: {exc}") from exc
+        if self._on_call:
+            self._on_call(verb, path, status)
+        data = _json(text)
+        h = {k.lower(): v for k, v in resp_headers.items()}
+        if h.get("x-ratelimit-remaining") == "0" and status < 400:
+            self._blocked_until = _float(h.get("x-ratelimit-reset", ""), 0.0)
+        error = map_error(status, h, data, now=self._clock())
+        if error is not None:
+            raise error
+        return Response(status, h, data)
+
+    def paginate(self, path: str, *, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """Every item of a list endpoint, following ``Link: rel="next"`` (100 per page)."""
+        items: list[Any] = []
+        next_path: str | None = path
+        query: Mapping[str, Any] | None = {"per_page": 100, **(params or {})}
+        while next_path:
+            resp = self.request("GET", next_path, params=query)
+            items.extend(resp.data or [])
+            next_path = _next_link(resp.headers.get("link", ""))
+            query = None  # the next link carries the query
+        return items
+
+
+def _json(text: str) -> Any:
+    import json
+
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _next_link(link: str) -> str | None:
+    for part in link.split(","):
+        if 'rel="next"' in part:
+            return part[part.find("<") + 1 : part.find(">")]
+    return None
+
+
+# -- values the rest of Plangate sees ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedFile:
+    path: str
+    status: str  # added | removed | modified | renamed | copied | changed | unchanged
+    blob_sha: str | None
+    previous_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    id: int
+    user: str
+    state: str  # APPROVED | CHANGES_REQUESTED | COMMENTED | DISMISSED | PENDING
+    commit_id: str | None
+    submitted_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequestInfo:
+    number: int
+    author: str
+    head_sha: str
+    base_sha: str
+    base_ref: str
+    draft: bool = False
+    state: str = "open"
+
+
+class PullRequestContext(Protocol):
+    """What evaluation may ask about a pull request, as plain values.
+
+    Implementations cache per evaluation; every method may raise ``GitHubError`` (retried by the
+    worker) and none of them mutates anything.
+    """
+
+    def changed_files(self, number: int) -> list[ChangedFile]: ...
+    def blob(self, sha: str) -> bytes: ...
+    def file_at(self, path: str, ref: str) -> bytes | None: ...
+    def reviews(self, number: int) -> list[Review]: ...
+    def commits(self, number: int) -> list[str]: ...
+    def is_team_member(self, org: str, team_slug: str, login: str) -> bool: ...
+    def permission(self, login: str) -> str: ...
+
+
+@dataclass
+class GitHubCache:
+    """Process-wide caches of immutable things: blobs by SHA, directory listings by tree SHA,
+    and which ``policies/`` tree a base commit has. Plus ETags for conditional list requests.
+    """
+
+    max_blobs: int = 2048
+    blobs: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    trees: dict[str, dict[str, str]] = field(default_factory=dict)
+    commit_subtree: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
+    etags: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    files_at: dict[tuple[str, str, str], bytes | None] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get_blob(self, sha: str) -> bytes | None:
+        with self.lock:
+            data = self.blobs.get(sha)
+            if data is not None:
+                self.blobs.move_to_end(sha)
+            return data
+
+    def put_blob(self, sha: str, data: bytes) -> None:
+        with self.lock:
+            self.blobs[sha] = data
+            while len(self.blobs) > self.max_blobs:
+                self.blobs.popitem(last=False)
+
+
+class RepoClient:
+    """``PullRequestContext`` plus the few writes Plangate makes, for one repository."""
+
+    def __init__(self, transport: RestTransport, full_name: str, *, cache: GitHubCache) -> None:
+        owner, _, name = full_name.partition("/")
+        if not owner or not name:
+            raise ValueError(f"repository must be OWNER/NAME, got {full_name!r}")
+        self.transport = transport
+        self.full_name = full_name
+        self._base = f"/repos/{quote(owner)}/{quote(name)}"
+        self._cache = cache
+
+    # reads ------------------------------------------------------------------------------------
+
+    def pull(self, number: int) -> PullRequestInfo:
+        data = self.transport.request("GET", f"{self._base}/pulls/{number}").data
+        return pull_info(data)
+
+    def open_pulls(self, base: str) -> list[PullRequestInfo]:
+        items = self.transport.paginate(
+            f"{self._base}/pulls", params={"state": "open", "base": base}
+        )
+        return [pull_info(d) for d in items]
+
+    def changed_files(self, number: int) -> list[ChangedFile]:
+        items = self._conditional_list(f"{self._base}/pulls/{number}/files")
+        return [
+            ChangedFile(
+                path=d["filename"],
+                status=d.get("status", "modified"),
+                blob_sha=d.get("sha"),
+                previous_path=d.get("previous_filename"),
+            )
+            for d in items
+        ]
+
+    def reviews(self, number: int) -> list[Review]:
+        items = self._conditional_list(f"{self._base}/pulls/{number}/reviews")
+        return [
+            Review(
+                id=int(d["id"]),
+                user=(d.get("user") or {}).get("login", ""),
+                state=d.get("state", ""),
+                commit_id=d.get("commit_id"),
+                submitted_at=d.get("submitted_at"),
+            )
+            for d in items
+        ]
+
+    def commits(self, number: int) -> list[str]:
+        return [d["sha"] for d in self.transport.paginate(f"{self._base}/pulls/{number}/commits")]
+
+    def blob(self, sha: str) -> bytes:
+        cached = self._cache.get_blob(sha)
+        if cached is not None:
+            return cached
+        data = self.transport.request("GET", f"{self._base}/git/blobs/{sha}").data
+        raw = _decode_content(data)
+        self._cache.put_blob(sha, raw)
+        return raw
+
+    def file_at(self, path: str, ref: str) -> bytes | None:
+        """A file's bytes at ``ref`` (None if it does not exist there); cached for commit SHAs."""
+        key = (self.full_name, path, ref)
+        if key in self._cache.files_at:
+            return self._cache.files_at[key]
+        raw = self._file_at(path, ref)
+        if len(ref) == 40:  # a commit SHA: immutable, safe to cache (branch names are not)
+            self._cache.files_at[key] = raw
+        return raw
+
+    def _file_at(self, path: str, ref: str) -> bytes | None:
+        try:
+            data = self.transport.request(
+                "GET", f"{self._base}/contents/{quote(path)}", params={"ref": ref}
+            ).data
+        except GitHubError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(data, Mapping) or data.get("type") != "file":
+            return None
+        sha = data.get("sha")
+        raw = _decode_content(data)
+        if isinstance(sha, str):
+            self._cache.put_blob(sha, raw)
+        return raw
+
+    def directory_at(self, commit_sha: str, directory: str) -> tuple[str | None, dict[str, str]]:
+        """``(tree SHA, {path: blob SHA})`` of ``directory`` at a commit, recursively.
+
+        Cached by commit and by tree SHA (both immutable), so a base that was seen before costs
+        no request at all, and a new base whose ``policies/`` did not change costs one.
+        """
+        key = (self.full_name, commit_sha, directory)
+        if key in self._cache.commit_subtree:
+            tree_sha = self._cache.commit_subtree[key]
+            return tree_sha, dict(self._cache.trees.get(tree_sha or "", {}))
+        root = self.transport.request("GET", f"{self._base}/git/trees/{commit_sha}").data
+        tree_sha = next(
+            (
+                e["sha"]
+                for e in (root or {}).get("tree", [])
+                if e.get("path") == directory and e.get("type") == "tree"
+            ),
+            None,
+        )
+        if tree_sha and tree_sha not in self._cache.trees:
+            sub = self.transport.request(
+                "GET", f"{self._base}/git/trees/{tree_sha}", params={"recursive": "1"}
+            ).data
+            self._cache.trees[tree_sha] = {
+                f"{directory}/{e['path']}": e["sha"]
+                for e in (sub or {}).get("tree", [])
+                if e.get("type") == "blob"
+            }
+        self._cache.commit_subtree[key] = tree_sha
+        return tree_sha, dict(self._cache.trees.get(tree_sha or "", {}))
+
+    def is_team_member(self, org: str, team_slug: str, login: str) -> bool:
+        try:
+            data = self.transport.request(
+                "GET", f"/orgs/{quote(org)}/teams/{quote(team_slug)}/memberships/{quote(login)}"
+            ).data
+        except GitHubError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return isinstance(data, Mapping) and data.get("state") == "active"
+
+    def permission(self, login: str) -> str:
+        try:
+            data = self.transport.request(
+                "GET", f"{self._base}/collaborators/{quote(login)}/permission"
+            ).data
+        except GitHubError as exc:
+            if exc.status == 404:
+                return "none"
+            raise
+        return str((data or {}).get("permission", "none"))
+
+    # writes -----------------------------------------------------------------------------------
+
+    def create_check_run(self, body: Mapping[str, Any]) -> int:
+        data = self.transport.request("POST", f"{self._base}/check-runs", body=dict(body)).data
+        return int(data["id"])
+
+    def update_check_run(self, check_run_id: int, body: Mapping[str, Any]) -> None:
+        self.transport.request("PATCH", f"{self._base}/check-runs/{check_run_id}", body=dict(body))
+
+    def default_branch(self) -> str:
+        return str(self.transport.request("GET", self._base).data["default_branch"])
+
+    def ref_sha(self, branch: str) -> str:
+        data = self.transport.request("GET", f"{self._base}/git/ref/heads/{quote(branch)}").data
+        return str(data["object"]["sha"])
+
+    def create_branch(self, branch: str, sha: str) -> None:
+        self.transport.request(
+            "POST", f"{self._base}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha}
+        )
+
+    def put_file(self, path: str, content: bytes, *, branch: str, message: str) -> str:
+        data = self.transport.request(
+            "PUT",
+            f"{self._base}/contents/{quote(path)}",
+            body={
+                "message": message,
+                "content": base64.b64encode(content).decode("ascii"),
+                "branch": branch,
+            },
+        ).data
+        return str(data["commit"]["sha"])
+
+    def create_pull(self, *, title: str, head: str, base: str, body: str) -> tuple[int, str]:
+        data = self.transport.request(
+            "POST",
+            f"{self._base}/pulls",
+            body={"title": title, "head": head, "base": base, "body": body},
+        ).data
+        return int(data["number"]), str(data.get("html_url", ""))
+
+    # helpers ----------------------------------------------------------------------------------
+
+    def _conditional_list(self, path: str) -> list[Any]:
+        """A one-page list with ``If-None-Match``: a 304 costs no rate-limit quota.
+
+        Lists longer than one page are fetched in full without ETags.
+        """
+        cached = self._cache.etags.get(path)
+        headers = {"If-None-Match": cached[0]} if cached else None
+        resp = self.transport.request("GET", path, params={"per_page": 100}, headers=headers)
+        if resp.status == 304 and cached:
+            return list(cached[1])
+        items = list(resp.data or [])
+        if _next_link(resp.headers.get("link", "")):
+            return self.transport.paginate(path)
+        etag = resp.headers.get("etag")
+        if etag:
+            self._cache.etags[path] = (etag, items)
+        return items
+
+
+def pull_info(data: Mapping[str, Any]) -> PullRequestInfo:
+    """A REST or webhook ``pull_request`` object as ``PullRequestInfo``."""
+    return PullRequestInfo(
+        number=int(data["number"]),
+        author=(data.get("user") or {}).get("login", ""),
+        head_sha=data["head"]["sha"],
+        base_sha=data["base"]["sha"],
+        base_ref=data["base"]["ref"],
+        draft=bool(data.get("draft", False)),
+        state=str(data.get("state", "open")),
+    )
+
+
+def _decode_content(data: Any) -> bytes:
+    if not isinstance(data, Mapping) or "content" not in data:
+        raise GitHubError("GitHub returned no file content", status=None)
+    if data.get("encoding", "base64") == "base64":
+        return base64.b64decode(data["content"])
+    return str(data["content"]).encode()

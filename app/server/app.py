@@ -1,0 +1,226 @@
+"""The FastAPI application: ``POST /webhook``, ``GET /healthz``, ``GET /metrics``.
+
+Order on ``POST /webhook`` (each step before the next, nothing stored or sent on failure):
+body size (413) -> ``X-Hub-Signature-256`` over the raw bytes (401) -> JSON and headers (400)
+-> not ours (unknown event, no installation, uninstalled: 202 "ignored", not stored) ->
+durably stored in the inbox -> 202 (200 for a delivery id we already have). Processing happens
+in the background worker, never in the request.
+
+``create_app(settings, deps)`` takes everything as arguments; ``Deps.from_settings`` is the
+production wiring, tests build ``Deps`` with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from app.errors import InputError
+from app.github.auth import AppCredentials, InstallationTokens
+from app.github.client import GitHubCache, HttpRetry, RepoClient
+from app.server.evaluate import Evaluator, NotConfiguredEvaluator, PullRequestPipeline
+from app.server.handlers import RepoClients, build_router
+from app.server.inbox import Inbox
+from app.server.webhooks import Event, MalformedDelivery, Router, verify_signature
+from app.server.worker import Worker, WorkerPolicy
+from app.settings import Settings
+
+__all__ = ["MAX_BODY_BYTES", "Deps", "create_app"]
+
+log = logging.getLogger(__name__)
+
+#: GitHub caps webhook payloads at 25 MB; anything bigger is not from GitHub
+MAX_BODY_BYTES = 25 * 1024 * 1024
+
+#: events about installations are accepted even from an installation we think is gone
+_INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
+
+
+@dataclass
+class Deps:
+    """Everything the server needs, built once (``from_settings``) or by a test."""
+
+    inbox: Inbox
+    router: Router
+    worker: Worker
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    clock: Callable[[], float] = time.time
+    max_body_bytes: int = MAX_BODY_BYTES
+    start_worker: bool = True
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        evaluator: Evaluator | None = None,
+        clients: RepoClients | None = None,
+        registry: CollectorRegistry | None = None,
+        worker_policy: WorkerPolicy | None = None,
+        http_retry: HttpRetry | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        start_worker: bool = True,
+        details_url: str | None = None,
+    ) -> Deps:
+        """Production wiring: inbox under ``PLANGATE_DATA_DIR``, App auth, the evaluator.
+
+        Without an ``evaluator`` the policy, cost and approval checks fail ("policy engine not
+        configured"): fail closed.
+        """
+        inbox = Inbox.in_dir(settings.data_dir)
+        if clients is None:
+            clients = app_clients(settings, http_retry=http_retry, clock=clock, sleep=sleep)
+        pipeline = PullRequestPipeline(
+            evaluator=evaluator or NotConfiguredEvaluator(),
+            inbox=inbox,
+            now=lambda: datetime.fromtimestamp(clock(), UTC),
+            details_url=details_url,
+        )
+        router = build_router(pipeline=pipeline, inbox=inbox, clients=clients, clock=clock)
+        worker = Worker(
+            inbox=inbox, dispatch=router.dispatch, policy=worker_policy, clock=clock, rng=rng
+        )
+        return cls(
+            inbox=inbox,
+            router=router,
+            worker=worker,
+            registry=registry or CollectorRegistry(),
+            clock=clock,
+            start_worker=start_worker,
+        )
+
+
+def app_clients(
+    settings: Settings,
+    *,
+    http_retry: HttpRetry | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    seconds_between_writes: float | None = None,
+) -> RepoClients:
+    """``RepoClient`` factory authenticated as the App's installations (tokens cached)."""
+    if settings.github_app_id is None:
+        raise InputError("GITHUB_APP_ID is not set", hint="set it to the App's numeric id")
+    if settings.github_private_key is None:
+        raise InputError(
+            "GITHUB_PRIVATE_KEY / GITHUB_PRIVATE_KEY_PATH is not set",
+            hint="point GITHUB_PRIVATE_KEY_PATH at the App's .pem file",
+        )
+    tokens = InstallationTokens(
+        AppCredentials(
+            app_id=settings.github_app_id,
+            private_key=settings.github_private_key.get_secret_value(),
+            base_url=settings.github_api_url,
+            seconds_between_writes=seconds_between_writes,
+        ),
+        retry=http_retry,
+        clock=clock,
+        sleep=sleep,
+    )
+    cache = GitHubCache()
+
+    def clients(installation_id: int, full_name: str) -> RepoClient:
+        return RepoClient(tokens.transport(installation_id), full_name, cache=cache)
+
+    return clients
+
+
+def create_app(settings: Settings, deps: Deps) -> FastAPI:
+    if settings.github_webhook_secret is None:
+        raise InputError(
+            "GITHUB_WEBHOOK_SECRET is not set",
+            hint="set it to the App's webhook secret; Plangate never accepts unsigned webhooks",
+        )
+    secret = settings.github_webhook_secret.get_secret_value().encode()
+    received = Counter(
+        "plangate_webhook_deliveries",
+        "Webhook deliveries by event and result",
+        ["event", "result"],
+        registry=deps.registry,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if deps.start_worker:
+            deps.worker.start()
+        try:
+            yield
+        finally:
+            if deps.start_worker:
+                deps.worker.stop()
+
+    app = FastAPI(title="Plangate", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def answer(status: int, result: str, event: str = "", **extra: object) -> JSONResponse:
+        received.labels(event=event or "-", result=result).inc()
+        return JSONResponse({"status": result, **extra}, status_code=status)
+
+    @app.post("/webhook")
+    async def webhook(request: Request) -> JSONResponse:
+        length = request.headers.get("content-length")
+        if length and (not length.isdigit() or int(length) > deps.max_body_bytes):
+            return answer(413, "too_large")
+        chunks = bytearray()
+        async for chunk in request.stream():
+            chunks += chunk
+            if len(chunks) > deps.max_body_bytes:
+                return answer(413, "too_large")
+        body = bytes(chunks)
+        if not verify_signature(secret, body, request.headers.get("x-hub-signature-256")):
+            return answer(401, "bad_signature")
+        try:
+            event = Event.from_body(
+                request.headers.get("x-github-event"),
+                request.headers.get("x-github-delivery"),
+                body,
+            )
+        except MalformedDelivery as exc:
+            return answer(400, "malformed", detail=str(exc))
+        if event.name == "ping":
+            return answer(200, "pong", event.name)
+        if not deps.router.wants(event):
+            return answer(202, "ignored", event.name, reason="event not handled")
+        installation = event.installation_id
+        if installation is None:
+            return answer(202, "ignored", event.name, reason="no App installation in payload")
+        if event.name not in _INSTALLATION_EVENTS and deps.inbox.installation_status(
+            installation
+        ) in ("deleted", "suspended"):
+            return answer(202, "ignored", event.name, reason="App installation removed")
+        stored = await run_in_threadpool(deps.inbox.add, event, body, now=deps.clock())
+        if not stored:
+            return answer(200, "duplicate", event.name)
+        deps.worker.notify()
+        return answer(202, "queued", event.name)
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        counts = deps.inbox.counts()
+        alive = deps.worker.alive
+        ok = alive or not deps.start_worker
+        body = {
+            "status": "ok" if ok else "worker_down",
+            "inbox_depth": counts.get("queued", 0) + counts.get("processing", 0),
+            "dead_letters": counts.get("dead", 0),
+            "worker_alive": alive,
+            "worker_last_beat": deps.worker.last_beat,
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(deps.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

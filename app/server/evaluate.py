@@ -1,0 +1,267 @@
+"""Evaluating one pull request's plans and publishing the four check runs.
+
+``plangate/validate`` is computed here (the plan loader on the files at the head SHA).
+``plangate/policy``, ``plangate/cost`` and ``plangate/approval`` come from an ``Evaluator``:
+the port through which the policy/cost engine and the approval gate plug in. Until one is
+configured, ``NotConfiguredEvaluator`` makes those three checks *fail* (fail closed: a missing
+engine must never look like an approval).
+
+Wiring the real engine is one class implementing ``Evaluator.evaluate`` and passing it to
+``Deps.from_settings(..., evaluator=...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from app.check import PLAN_SUFFIXES, FileResult
+from app.errors import GitHubError, PlanError, PlangateError
+from app.github.checks import (
+    CHECK_NAMES,
+    CheckOutcome,
+    check_run_requests,
+    failed_outcome,
+    no_plans_outcome,
+    render_validate,
+)
+from app.github.client import ChangedFile, PullRequestContext, PullRequestInfo, RepoClient, Review
+from app.plan.loader import LoadedPlan, load_plan_bytes
+from app.server.inbox import Inbox
+
+__all__ = [
+    "Evaluation",
+    "EvaluationRequest",
+    "Evaluator",
+    "NotConfiguredEvaluator",
+    "PullRequestPipeline",
+]
+
+log = logging.getLogger(__name__)
+
+PLANS_DIR = "plans"
+POLICIES_DIR = "policies"
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationRequest:
+    """Everything the engine needs about one pull request at one head SHA.
+
+    ``policy_files`` are read from the *base* commit, never from the pull request under review.
+    ``reviews`` are only those submitted on ``pull.head_sha`` (stale approvals never reach the
+    gate). ``context`` answers team-membership and permission questions lazily.
+    """
+
+    repo: str
+    pull: PullRequestInfo
+    plans: tuple[LoadedPlan, ...]
+    base_plans: Mapping[str, LoadedPlan]
+    policy_files: Mapping[str, bytes]
+    policy_tree_sha: str | None
+    reviews: tuple[Review, ...]
+    context: PullRequestContext
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    policy: CheckOutcome
+    cost: CheckOutcome
+    approval: CheckOutcome
+
+
+class Evaluator(Protocol):
+    """The policy/cost engine and approval gate, seen from the server.
+
+    Returns a decision (a failing check is a value, not an exception). May raise
+    ``GitHubError`` from ``request.context`` (the delivery is retried) or ``PolicyLoadError``
+    (rendered as failing checks); any other exception also fails the checks (fail closed).
+    """
+
+    def evaluate(self, request: EvaluationRequest) -> Evaluation: ...
+
+
+class NotConfiguredEvaluator:
+    """Fails ``policy``, ``cost`` and ``approval`` with "policy engine not configured".
+
+    The approval check still lists who approved on the head SHA, so reviewers see their review
+    counted where it will be once the gate is wired.
+    """
+
+    def evaluate(self, request: EvaluationRequest) -> Evaluation:
+        detail = (
+            "Plangate's policy engine is not configured on this server, so this check cannot "
+            "pass. Plangate fails closed: no policy never means allow.\n\n"
+            "Operators: start the server with an evaluator (see docs/github-app.md)."
+        )
+        approvers = [r for r in request.reviews if r.state == "APPROVED"]
+        rows = ["| reviewer | review | state |", "|---|---|---|"]
+        rows += [f"| @{r.user} | {r.id} | {r.state.lower()} |" for r in request.reviews]
+        approval = f"{detail}\n\n### Reviews on {request.pull.head_sha[:7]}\n\n" + (
+            "\n".join(rows) if request.reviews else "No reviews on the head SHA yet."
+        )
+        return Evaluation(
+            policy=failed_outcome("plangate/policy", "Policy engine not configured", detail),
+            cost=failed_outcome("plangate/cost", "Policy engine not configured", detail),
+            approval=failed_outcome(
+                "plangate/approval",
+                f"Policy engine not configured ({len(approvers)} approval(s) on head)",
+                approval,
+            ),
+        )
+
+
+def is_plan_path(path: str) -> bool:
+    return path.startswith(f"{PLANS_DIR}/") and path.endswith(PLAN_SUFFIXES)
+
+
+Scope = Literal["all", "approval"]
+
+
+class PullRequestPipeline:
+    """Read the pull request through ``RepoClient``, evaluate, publish check runs.
+
+    Check-run ids are remembered in the inbox per (repo, head SHA, name): a retried or
+    duplicated delivery updates the runs it created instead of making a second set; ``fresh``
+    (a re-run request) creates new ones.
+    """
+
+    def __init__(
+        self,
+        *,
+        evaluator: Evaluator,
+        inbox: Inbox,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        details_url: str | None = None,
+    ) -> None:
+        self.evaluator = evaluator
+        self.inbox = inbox
+        self._now = now
+        self.details_url = details_url
+
+    def run(
+        self,
+        client: RepoClient,
+        pull: PullRequestInfo,
+        *,
+        scope: Scope = "all",
+        with_reviews: bool = True,
+        fresh: bool = False,
+    ) -> list[CheckOutcome]:
+        names = CHECK_NAMES if scope == "all" else ("plangate/approval",)
+        files = client.changed_files(pull.number)
+        plan_files = [f for f in files if is_plan_path(f.path) and f.status != "removed"]
+        removed = [f.path for f in files if is_plan_path(f.path) and f.status == "removed"]
+        if not plan_files:
+            outcomes = [no_plans_outcome(n) for n in names]
+            self._publish(client, pull, outcomes, fresh=fresh)
+            return outcomes
+
+        results = [self._load(client, pull, f) for f in plan_files]
+        validate = render_validate(results, removed=removed)
+        existed = {f.path: f.previous_path or f.path for f in plan_files if f.status != "added"}
+        outcomes = self._evaluate(
+            client, pull, results, validate, existed=existed, with_reviews=with_reviews
+        )
+        chosen = [o for o in outcomes if o.name in names]
+        self._publish(client, pull, chosen, fresh=fresh)
+        return chosen
+
+    def _load(self, client: RepoClient, pull: PullRequestInfo, f: ChangedFile) -> FileResult:
+        raw = client.blob(f.blob_sha) if f.blob_sha else client.file_at(f.path, pull.head_sha)
+        if raw is None:
+            return FileResult(f.path)
+        try:
+            return FileResult(f.path, plan=load_plan_bytes(f.path, raw))
+        except PlanError as exc:
+            return FileResult(f.path, issues=exc.issues)
+
+    def _evaluate(
+        self,
+        client: RepoClient,
+        pull: PullRequestInfo,
+        results: list[FileResult],
+        validate: CheckOutcome,
+        *,
+        existed: Mapping[str, str],
+        with_reviews: bool,
+    ) -> list[CheckOutcome]:
+        if validate.conclusion != "success":
+            blocked = (
+                "The plan files are invalid (see `plangate/validate`); policy, cost and "
+                "approvals are evaluated once they are valid."
+            )
+            return [
+                validate,
+                *(
+                    failed_outcome(n, "Blocked: plan files are invalid", blocked)
+                    for n in CHECK_NAMES[1:]
+                ),
+            ]
+        tree_sha, listing = client.directory_at(pull.base_sha, POLICIES_DIR)
+        policy_files = {path: client.blob(sha) for path, sha in sorted(listing.items())}
+        base_plans: dict[str, LoadedPlan] = {}
+        for path, base_path in existed.items():
+            # only files that existed at the base cost a request (cost diff base -> head)
+            raw = client.file_at(base_path, pull.base_sha)
+            if raw is not None:
+                with suppress(PlanError):  # an invalid base version has no cost to diff against
+                    base_plans[path] = load_plan_bytes(base_path, raw)
+        reviews = client.reviews(pull.number) if with_reviews else []
+        request = EvaluationRequest(
+            repo=client.full_name,
+            pull=pull,
+            plans=tuple(r.plan for r in results if r.plan is not None),
+            base_plans=base_plans,
+            policy_files=policy_files,
+            policy_tree_sha=tree_sha,
+            reviews=tuple(r for r in reviews if r.commit_id == pull.head_sha),
+            context=client,
+            now=self._now(),
+        )
+        try:
+            evaluation = self.evaluator.evaluate(request)
+        except GitHubError:
+            raise  # transient: the worker retries the delivery
+        except PlangateError as exc:
+            return [validate, *_all_failed(exc.diagnostics())]
+        except Exception as exc:  # fail closed, and say so; the traceback goes to the log
+            log.exception("evaluator crashed on %s#%s", client.full_name, pull.number)
+            return [validate, *_all_failed(f"internal error: {type(exc).__name__}: {exc}")]
+        return [validate, evaluation.policy, evaluation.cost, evaluation.approval]
+
+    def _publish(
+        self,
+        client: RepoClient,
+        pull: PullRequestInfo,
+        outcomes: list[CheckOutcome],
+        *,
+        fresh: bool,
+    ) -> None:
+        repo = client.full_name
+        for outcome in outcomes:
+            first, more = check_run_requests(
+                outcome,
+                head_sha=pull.head_sha,
+                details_url=self.details_url,
+                external_id=f"{repo}#{pull.number}@{pull.head_sha}",
+            )
+            existing = None if fresh else self.inbox.check_run_id(repo, pull.head_sha, outcome.name)
+            if existing is None:
+                check_id = client.create_check_run(first)
+                self.inbox.remember_check_run(repo, pull.head_sha, outcome.name, check_id)
+            else:
+                check_id = existing
+                client.update_check_run(
+                    check_id, {k: v for k, v in first.items() if k != "head_sha"}
+                )
+            for body in more:
+                client.update_check_run(check_id, body)
+
+
+def _all_failed(detail: str) -> list[CheckOutcome]:
+    return [failed_outcome(n, "Evaluation failed", detail) for n in CHECK_NAMES[1:]]

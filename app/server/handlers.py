@@ -1,0 +1,147 @@
+"""Thin per-``(event, action)`` handlers: pick the pull request(s) out of the payload, then hand
+over to ``PullRequestPipeline``.
+
+Handlers get their dependencies when the router is built (``build_router``), so a test passes an
+``Event`` and fakes, with no HTTP. Which events matter (issue 5):
+
+- ``pull_request``: opened, synchronize, reopened, ready_for_review, edited (base changed only)
+- ``pull_request_review``: submitted, edited, dismissed (only ``plangate/approval`` changes)
+- ``check_suite``: requested (unless checks exist for that head already), rerequested
+- ``check_run``: rerequested, requested_action
+- ``installation``/``installation_repositories``: recorded
+- ``push`` to the default branch touching ``policies/``: re-evaluate open pull requests
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from app.github.client import PullRequestInfo, RepoClient, pull_info
+from app.server.evaluate import POLICIES_DIR, PullRequestPipeline
+from app.server.inbox import Inbox
+from app.server.webhooks import Event, Router
+
+__all__ = ["PR_ACTIONS", "RepoClients", "build_router"]
+
+log = logging.getLogger(__name__)
+
+#: ``(installation id, "owner/name") -> RepoClient``
+RepoClients = Callable[[int, str], RepoClient]
+
+PR_ACTIONS = ("opened", "synchronize", "reopened", "ready_for_review", "edited")
+REVIEW_ACTIONS = ("submitted", "edited", "dismissed")
+INSTALLATION_ACTIONS = (
+    "created",
+    "deleted",
+    "suspend",
+    "unsuspend",
+    "new_permissions_accepted",
+)
+
+
+def build_router(
+    *,
+    pipeline: PullRequestPipeline,
+    inbox: Inbox,
+    clients: RepoClients,
+    clock: Callable[[], float],
+) -> Router:
+    router = Router()
+
+    def client_for(event: Event) -> RepoClient:
+        if event.installation_id is None or event.repo_full_name is None:
+            raise ValueError("event has no installation or repository")  # filtered at ingest
+        return clients(event.installation_id, event.repo_full_name)
+
+    @router.register("pull_request", *PR_ACTIONS)
+    def on_pull_request(event: Event) -> None:
+        if event.action == "edited" and "base" not in (event.payload.get("changes") or {}):
+            return  # a title/body edit changes nothing we check
+        pr = pull_info(event.payload["pull_request"])
+        if pr.state != "open":
+            return
+        pipeline.run(client_for(event), pr, with_reviews=event.action != "opened")
+
+    @router.register("pull_request_review", *REVIEW_ACTIONS)
+    def on_review(event: Event) -> None:
+        pr = pull_info(event.payload["pull_request"])
+        if pr.state != "open":
+            return
+        pipeline.run(client_for(event), pr, scope="approval")
+
+    @router.register("check_suite", "requested", "rerequested")
+    def on_check_suite(event: Event) -> None:
+        suite = event.payload["check_suite"]
+        _rerun(event, suite.get("pull_requests") or [], suite["head_sha"])
+
+    @router.register("check_run", "rerequested", "requested_action")
+    def on_check_run(event: Event) -> None:
+        run = event.payload["check_run"]
+        prs = run.get("pull_requests") or (run.get("check_suite") or {}).get("pull_requests")
+        _rerun(event, prs or [], run["head_sha"], force=True)
+
+    def _rerun(
+        event: Event, prs: list[Mapping[str, Any]], head_sha: str, *, force: bool = False
+    ) -> None:
+        fresh = force or event.action == "rerequested"
+        repo = event.repo_full_name or ""
+        if not fresh and inbox.check_run_id(repo, head_sha, "plangate/validate") is not None:
+            return  # the pull_request event for this head already produced the checks
+        client = None
+        for ref in prs:
+            client = client or client_for(event)
+            pr = client.pull(int(ref["number"]))
+            if pr.head_sha != head_sha or pr.state != "open":
+                continue  # superseded by a newer push
+            pipeline.run(client, pr, fresh=fresh)
+
+    @router.register("installation", *INSTALLATION_ACTIONS)
+    def on_installation(event: Event) -> None:
+        inst = event.payload["installation"]
+        status = {"deleted": "deleted", "suspend": "suspended"}.get(event.action or "", "active")
+        account = (inst.get("account") or {}).get("login")
+        inbox.record_installation(int(inst["id"]), account=account, status=status, now=clock())
+
+    @router.register("installation_repositories", "added", "removed")
+    def on_installation_repositories(event: Event) -> None:
+        inst = event.payload["installation"]
+        account = (inst.get("account") or {}).get("login")
+        inbox.record_installation(int(inst["id"]), account=account, status="active", now=clock())
+
+    @router.register("push")
+    def on_push(event: Event) -> None:
+        payload = event.payload
+        default = (payload.get("repository") or {}).get("default_branch")
+        if not default or payload.get("ref") != f"refs/heads/{default}":
+            return
+        if not _touches(payload, f"{POLICIES_DIR}/"):
+            return
+        client = client_for(event)
+        for pr in client.open_pulls(default):
+            _reevaluate(client, pr)
+
+    def _reevaluate(client: RepoClient, pr: PullRequestInfo) -> None:
+        try:
+            pipeline.run(client, pr)
+        except Exception:
+            log.exception("re-evaluating %s#%s after a policy change", client.full_name, pr.number)
+            raise
+
+    return router
+
+
+def _touches(push: Mapping[str, Any], prefix: str) -> bool:
+    """Did any commit of a push add, change or remove a file under ``prefix``?
+
+    GitHub lists at most 20 commits per push payload; with more (or none listed) we assume yes.
+    """
+    commits = push.get("commits") or []
+    if not commits or len(commits) >= 20:
+        return True
+    for commit in commits:
+        for key in ("added", "modified", "removed"):
+            if any(str(p).startswith(prefix) for p in commit.get(key) or []):
+                return True
+    return False

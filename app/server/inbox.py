@@ -1,0 +1,327 @@
+"""The durable delivery log: every accepted webhook is written here *before* we answer 202.
+
+SQLite in WAL mode under ``PLANGATE_DATA_DIR`` (``inbox.sqlite3``). The delivery id
+(``X-GitHub-Delivery``) is the primary key, so GitHub's redeliveries (which reuse the id) are
+stored once and processed once. States::
+
+    queued -> processing -> done
+       ^          |
+       +-- retry -+-> dead          (after the worker's last attempt; ``plangate deliveries retry``)
+    queued -> superseded            (a newer head SHA for the same pull request arrived)
+
+``claim`` hands out the oldest ready delivery whose ordering key (``owner/repo#PR``) has no
+earlier unfinished delivery, which gives per-pull-request ordering with several workers.
+The log also remembers check-run ids per (repo, head SHA, name) so a retried delivery updates
+the check runs it already created instead of creating a second set, and the App installations
+seen in ``installation`` events.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from app.server.webhooks import Event, order_key
+
+__all__ = ["SUPERSEDING_EVENTS", "Delivery", "Inbox", "Status"]
+
+Status = Literal["queued", "processing", "done", "dead", "superseded"]
+
+#: events that announce a (possibly new) head SHA and so make queued work for older heads moot
+SUPERSEDING_EVENTS = frozenset({"pull_request", "check_suite"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    action TEXT,
+    installation_id INTEGER,
+    repo TEXT,
+    order_key TEXT,
+    head_sha TEXT,
+    body BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'queued',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (status, next_attempt_at, seq);
+CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries (order_key, status, seq);
+CREATE TABLE IF NOT EXISTS check_runs (
+    repo TEXT NOT NULL,
+    head_sha TEXT NOT NULL,
+    name TEXT NOT NULL,
+    check_run_id INTEGER NOT NULL,
+    PRIMARY KEY (repo, head_sha, name)
+);
+CREATE TABLE IF NOT EXISTS installations (
+    id INTEGER PRIMARY KEY,
+    account TEXT,
+    status TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "seq, id, event, action, installation_id, repo, order_key, head_sha, body, received_at, "
+    "status, attempts, next_attempt_at, last_error, finished_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One stored delivery (a row of the log)."""
+
+    seq: int
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    repo: str | None
+    order_key: str | None
+    head_sha: str | None
+    body: bytes
+    received_at: float
+    status: Status
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    finished_at: float | None
+
+    def to_event(self) -> Event:
+        return Event.from_body(self.event, self.id, self.body)
+
+
+class Inbox:
+    """The delivery log. Thread-safe; one instance per process, several processes may share it.
+
+    ``durable=True`` (the default) uses ``synchronous=FULL``: a 202 means the delivery survived
+    even a power loss. ``durable=False`` (``synchronous=NORMAL``) still survives a killed process.
+    """
+
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            self._db.execute(statement)
+
+    @classmethod
+    def in_dir(cls, data_dir: Path, *, durable: bool = True) -> Inbox:
+        return cls(Path(data_dir) / "inbox.sqlite3", durable=durable)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add(self, event: Event, body: bytes, *, now: float) -> bool:
+        """Store a delivery; False if its id was already stored (a redelivery: not queued again).
+
+        A pull_request/check_suite delivery supersedes queued (not yet started) deliveries for
+        the same pull request at another head SHA: their results would be overwritten anyway.
+        """
+        key, head = order_key(event)
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO deliveries (id, event, action, installation_id, repo, "
+                "order_key, head_sha, body, received_at, next_attempt_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    event.delivery_id,
+                    event.name,
+                    event.action,
+                    event.installation_id,
+                    event.repo_full_name,
+                    key,
+                    head,
+                    body,
+                    now,
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            if key and head and event.name in SUPERSEDING_EVENTS and "#" in key:
+                db.execute(
+                    "UPDATE deliveries SET status='superseded', finished_at=?, "
+                    "last_error='superseded by delivery ' || ? "
+                    "WHERE order_key=? AND status='queued' AND head_sha IS NOT NULL "
+                    "AND head_sha<>? AND seq<?",
+                    (now, event.delivery_id, key, head, cur.lastrowid),
+                )
+            return True
+
+    def claim(self, *, now: float) -> Delivery | None:
+        """Mark the oldest ready delivery ``processing`` and return it (None if nothing is ready).
+
+        Ready: queued, due, and no earlier unfinished delivery with the same ordering key.
+        """
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM deliveries d WHERE d.status='queued' "
+                "AND d.next_attempt_at<=? AND NOT EXISTS (SELECT 1 FROM deliveries e "
+                "WHERE e.order_key=d.order_key AND e.seq<d.seq "
+                "AND e.status IN ('queued','processing')) ORDER BY d.seq LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE deliveries SET status='processing', attempts=attempts+1 WHERE seq=?",
+                (row[0],),
+            )
+        delivery = _row(row)
+        return _replace(delivery, status="processing", attempts=delivery.attempts + 1)
+
+    def complete(self, delivery_id: str, *, now: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET status='done', finished_at=?, last_error=NULL WHERE id=?",
+                (now, delivery_id),
+            )
+
+    def fail(self, delivery_id: str, error: str, *, retry_at: float | None, now: float) -> None:
+        """Record a failed attempt: queued again at ``retry_at``, or ``dead`` if None."""
+        with self._tx() as db:
+            if retry_at is None:
+                db.execute(
+                    "UPDATE deliveries SET status='dead', last_error=?, finished_at=? WHERE id=?",
+                    (error[:2000], now, delivery_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE deliveries SET status='queued', last_error=?, next_attempt_at=? "
+                    "WHERE id=?",
+                    (error[:2000], retry_at, delivery_id),
+                )
+
+    def resume(self) -> int:
+        """After a crash: deliveries left ``processing`` are queued again. Returns how many."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE deliveries SET status='queued' WHERE status='processing'"
+            ).rowcount
+
+    def retry(self, delivery_id: str) -> bool:
+        """Queue a dead (or finished) delivery again with a fresh attempt budget."""
+        with self._tx() as db:
+            return (
+                db.execute(
+                    "UPDATE deliveries SET status='queued', attempts=0, next_attempt_at=0, "
+                    "finished_at=NULL WHERE id=? AND status<>'processing'",
+                    (delivery_id,),
+                ).rowcount
+                == 1
+            )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get(self, delivery_id: str) -> Delivery | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM deliveries WHERE id=?", (delivery_id,)
+            ).fetchone()
+        return _row(row) if row else None
+
+    def list(self, *, status: str | None = None, limit: int = 50) -> list[Delivery]:
+        query = f"SELECT {_COLUMNS} FROM deliveries"
+        args: tuple[object, ...] = ()
+        if status:
+            query += " WHERE status=?"
+            args = (status,)
+        query += " ORDER BY seq DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(query, (*args, limit)).fetchall()
+        return [_row(r) for r in rows]
+
+    def depth(self) -> int:
+        """Deliveries not finished yet (queued or processing)."""
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE status IN ('queued','processing')"
+            ).fetchone()
+        return int(n)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) FROM deliveries GROUP BY status"
+            ).fetchall()
+        return {str(s): int(n) for s, n in rows}
+
+    def next_due(self) -> float | None:
+        """When the earliest queued delivery becomes due (for the worker's sleep)."""
+        with self._lock:
+            (t,) = self._db.execute(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE status='queued'"
+            ).fetchone()
+        return None if t is None else float(t)
+
+    # -- check runs and installations ----------------------------------------------------------
+
+    def check_run_id(self, repo: str, head_sha: str, name: str) -> int | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT check_run_id FROM check_runs WHERE repo=? AND head_sha=? AND name=?",
+                (repo, head_sha, name),
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def remember_check_run(self, repo: str, head_sha: str, name: str, check_run_id: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO check_runs (repo, head_sha, name, check_run_id) "
+                "VALUES (?, ?, ?, ?)",
+                (repo, head_sha, name, check_run_id),
+            )
+
+    def record_installation(
+        self, installation_id: int, *, account: str | None, status: str, now: float
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO installations (id, account, status, updated_at) "
+                "VALUES (?, ?, ?, ?)",
+                (installation_id, account, status, now),
+            )
+
+    def installation_status(self, installation_id: int) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status FROM installations WHERE id=?", (installation_id,)
+            ).fetchone()
+        return str(row[0]) if row else None
+
+
+def _row(row: tuple[object, ...]) -> Delivery:
+    return Delivery(*row)  # type: ignore[arg-type]
+
+
+def _replace(d: Delivery, **changes: object) -> Delivery:
+    return replace(d, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,171 @@
+"""POST /webhook: each rejection has its status code and leaves nothing stored or sent."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi.testclient import TestClient
+from srvkit import REPO, SECRET, create_app, make_deps, post, webhook_fixture
+
+from app.server.webhooks import sign, verify_signature
+
+
+def _client(settings, **kw):
+    deps = make_deps(settings, **kw)
+    return TestClient(create_app(settings, deps)), deps
+
+
+def test_valid_delivery_is_stored_then_acknowledged(settings, fake):
+    client, deps = _client(settings)
+    r = post(client, "pull_request", webhook_fixture("pull_request.opened"), delivery="d-1")
+    assert r.status_code == 202
+    assert r.json()["status"] == "queued"
+    stored = deps.inbox.get("d-1")
+    assert stored is not None and stored.status == "queued"
+    assert stored.order_key == f"{REPO}#2"
+    assert fake.calls == []  # nothing sent before the worker runs
+
+
+def test_bad_signature_rejected_without_side_effects(settings, fake):
+    client, deps = _client(settings)
+    body = json.dumps(webhook_fixture("pull_request.opened")).encode()
+    r = post(client, "pull_request", body, signature=sign(b"wrong secret", body))
+    assert r.status_code == 401
+    assert deps.inbox.counts() == {}
+    assert fake.calls == []
+
+
+def test_missing_signature_rejected(settings, fake):
+    client, deps = _client(settings)
+    body = json.dumps(webhook_fixture("pull_request.opened")).encode()
+    r = client.post(
+        "/webhook",
+        content=body,
+        headers={"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "x"},
+    )
+    assert r.status_code == 401
+    assert deps.inbox.counts() == {}
+
+
+def test_signature_checked_before_parsing(settings, fake):
+    """Garbage with a bad signature is a 401, not a 400: nothing is parsed before the HMAC."""
+    client, _deps = _client(settings)
+    r = post(client, "pull_request", b"{not json", signature="sha256=" + "0" * 64)
+    assert r.status_code == 401
+
+
+def test_tampered_body_rejected(settings, fake):
+    client, deps = _client(settings)
+    body = json.dumps(webhook_fixture("pull_request.opened")).encode()
+    r = post(client, "pull_request", body + b" ", signature=sign(SECRET.encode(), body))
+    assert r.status_code == 401
+    assert deps.inbox.counts() == {}
+
+
+def test_oversized_body_413(settings, fake):
+    client, deps = _client(settings)
+    deps.max_body_bytes = 1000
+    body = json.dumps(webhook_fixture("pull_request.opened")).encode()
+    assert len(body) > 1000
+    r = post(client, "pull_request", body)
+    assert r.status_code == 413
+    assert deps.inbox.counts() == {}
+
+
+def test_malformed_json_400(settings, fake):
+    client, deps = _client(settings)
+    r = post(client, "pull_request", b"{not json")
+    assert r.status_code == 400
+    assert deps.inbox.counts() == {}
+
+
+def test_missing_delivery_header_400(settings, fake):
+    client, deps = _client(settings)
+    body = json.dumps(webhook_fixture("pull_request.opened")).encode()
+    r = post(client, "pull_request", body, headers={"X-GitHub-Delivery": ""})
+    assert r.status_code == 400
+    assert deps.inbox.counts() == {}
+
+
+def test_unknown_event_acknowledged_and_ignored(settings, fake):
+    client, deps = _client(settings)
+    r = post(client, "pull_request", webhook_fixture("pull_request.labeled"))
+    assert r.status_code == 202 and r.json()["status"] == "ignored"
+    r = post(client, "star", {"action": "created", "installation": {"id": 1}})
+    assert r.status_code == 202 and r.json()["status"] == "ignored"
+    assert deps.inbox.counts() == {}
+
+
+def test_ping_answered(settings, fake):
+    client, deps = _client(settings)
+    r = post(client, "ping", webhook_fixture("ping"))
+    assert r.status_code == 200 and r.json()["status"] == "pong"
+    assert deps.inbox.counts() == {}
+
+
+def test_uninstalled_repo_payload_ignored(settings, fake):
+    """A payload without an installation (the App is not installed there): 202, not stored."""
+    client, deps = _client(settings)
+    payload = webhook_fixture("pull_request.opened")
+    del payload["installation"]
+    r = post(client, "pull_request", payload)
+    assert r.status_code == 202 and r.json()["status"] == "ignored"
+    assert deps.inbox.counts() == {}
+    assert fake.calls == []
+
+
+def test_deleted_installation_ignored_after_uninstall(settings, fake):
+    client, deps = _client(settings)
+    deps.inbox.record_installation(1, account="Codertocat", status="deleted", now=0)
+    r = post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    assert r.status_code == 202 and r.json()["status"] == "ignored"
+    assert deps.inbox.counts() == {}
+
+
+def test_duplicate_delivery_acknowledged_once(settings, fake):
+    client, deps = _client(settings)
+    payload = webhook_fixture("pull_request.opened")
+    assert post(client, "pull_request", payload, delivery="same").status_code == 202
+    r = post(client, "pull_request", payload, delivery="same")
+    assert r.status_code == 200 and r.json()["status"] == "duplicate"
+    assert deps.inbox.counts() == {"queued": 1}
+
+
+def test_healthz_reports_depth_and_worker(settings, fake):
+    client, _deps = _client(settings)
+    post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    body = client.get("/healthz").json()
+    assert body["inbox_depth"] == 1
+    assert body["worker_alive"] is False
+
+
+def test_healthz_503_when_worker_should_run_but_is_dead(settings, fake):
+    deps = make_deps(settings)
+    deps.start_worker = True
+    app = create_app(settings, deps)
+    client = TestClient(app)  # no lifespan: the worker never started
+    assert client.get("/healthz").status_code == 503
+
+
+def test_metrics_prometheus_text(settings, fake):
+    client, _deps = _client(settings)
+    post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    text = client.get("/metrics").text
+    assert 'plangate_webhook_deliveries_total{event="pull_request",result="queued"} 1.0' in text
+
+
+def test_verify_signature_rejects_empty_secret_and_other_algorithms():
+    body = b"{}"
+    assert not verify_signature(b"", body, sign(b"", body))
+    assert not verify_signature(b"k", body, "sha1=" + "0" * 40)
+    assert verify_signature(b"k", body, sign(b"k", body))
+
+
+def test_missing_secret_is_startup_error(settings):
+    import pytest
+
+    from app.errors import InputError
+
+    bare = settings.model_copy(update={"github_webhook_secret": None})
+    with pytest.raises(InputError, match="GITHUB_WEBHOOK_SECRET"):
+        create_app(bare, make_deps(settings))
