@@ -202,6 +202,11 @@ def _signer(args: argparse.Namespace) -> Signer:
     )
 
     env = os.environ
+    if args.repo == LOCAL_REPO:
+        raise InputError(
+            "--backend sigstore needs --repo OWNER/NAME (the identity verifiers pin)",
+            hint="pass the repository the approval workflow runs in",
+        )
     if env.get("GITHUB_ACTIONS") != "true":
         raise InputError(
             "--backend sigstore signs only inside GitHub Actions (keyless identity)",

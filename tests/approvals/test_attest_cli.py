@@ -118,7 +118,10 @@ def test_cli_attest_needs_approver_and_key(repo, capsys):
 
 def test_cli_sigstore_backend_refuses_outside_actions(repo, capsys, monkeypatch):
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
-    assert main(["attest", PLAN, "--approver", "alice", "--backend", "sigstore"]) == 2
+    argv = ["attest", PLAN, "--approver", "alice", "--backend", "sigstore"]
+    assert main(argv) == 2
+    assert "needs --repo OWNER/NAME" in capsys.readouterr().err
+    assert main([*argv, "--repo", "acme/ops"]) == 2
     assert "only inside GitHub Actions" in capsys.readouterr().err
 
 
@@ -126,5 +129,6 @@ def test_cli_sigstore_backend_refuses_pull_request_review(repo, capsys, monkeypa
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_EVENT_NAME", "pull_request_review")
     monkeypatch.setenv("GITHUB_REF", "refs/pull/7/merge")
-    assert main(["attest", PLAN, "--approver", "alice", "--backend", "sigstore"]) == 3
+    argv = ["attest", PLAN, "--approver", "alice", "--backend", "sigstore", "--repo", "acme/ops"]
+    assert main(argv) == 3
     assert "refusing to sign" in capsys.readouterr().err
