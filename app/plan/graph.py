@@ -20,6 +20,10 @@ __all__ = [
 ]
 
 
+#: "did you mean" suggestions per plan; each costs a scan of every step id
+MAX_SUGGESTIONS = 20
+
+
 class GraphIssue:
     """A graph problem; the loader turns it into a located ``Issue``."""
 
@@ -64,6 +68,8 @@ def find_graph_issues(
         else:
             first_seen[step_id] = index
     ids = set(first_seen)
+    sorted_ids: list[str] | None = None
+    suggestions_left = MAX_SUGGESTIONS
     tolerated = set(known_ids)
     edges: dict[str, list[str]] = {}
     for index, (step_id, needs) in enumerate(steps):
@@ -82,7 +88,13 @@ def find_graph_issues(
             elif need in ids:
                 deps.append(need)
             elif need not in tolerated:
-                close = difflib.get_close_matches(need, sorted(ids), n=1)
+                # difflib is O(ids) per call: suggest for the first few only, so a plan with
+                # thousands of bad needs is still checked in linear time
+                close: list[str] = []
+                if suggestions_left > 0:
+                    suggestions_left -= 1
+                    sorted_ids = sorted_ids or sorted(ids)
+                    close = difflib.get_close_matches(need, sorted_ids, n=1)
                 issues.append(
                     GraphIssue(
                         "step.unknown_need",

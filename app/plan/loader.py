@@ -131,7 +131,7 @@ def parse_plan(
     try:
         plan = Plan.model_validate(data)
     except ValidationError as exc:
-        findings += pydantic_findings(exc, (), data, step=None)
+        findings += pydantic_findings(exc, (), data, step=None, model=Plan)
         for finding in findings:
             _attach_step(finding, raw_steps)
 

@@ -13,9 +13,10 @@ import difflib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.actions.registry import ActionRegistry
 from app.plan.graph import Reachability, downstream_origins, find_graph_issues
@@ -51,7 +52,12 @@ class Finding:
 
 
 def pydantic_findings(
-    exc: ValidationError, prefix: DataPath, data: Any, step: str | None = None
+    exc: ValidationError,
+    prefix: DataPath,
+    data: Any,
+    step: str | None = None,
+    *,
+    model: type[BaseModel] | None = None,
 ) -> list[Finding]:
     """Turn a pydantic ``ValidationError`` into findings with real data paths.
 
@@ -62,13 +68,13 @@ def pydantic_findings(
     errors = exc.errors(include_url=False)
     # pydantic reports a list whose items failed as "too short" as well (the failed items are
     # dropped first); only the items' own errors are the user's problem
-    failed_locs = {tuple(err["loc"]) for err in errors}
+    has_failed_children = {
+        tuple(err["loc"][:cut]) for err in errors for cut in range(len(err["loc"]))
+    }
+    suggestions_left = _MAX_SUGGESTIONS
     for err in errors:
         kind = err["type"]
-        loc = tuple(err["loc"])
-        if kind == "too_short" and any(
-            len(other) > len(loc) and other[: len(loc)] == loc for other in failed_locs
-        ):
+        if kind == "too_short" and tuple(err["loc"]) in has_failed_children:
             continue
         path, _ = _real_path(err["loc"], data)
         full = (*prefix, *path)
@@ -83,10 +89,15 @@ def pydantic_findings(
                     f"{where}unknown field '{key}'"
                     + (f" in '{field_name(full[:-1])}'" if field_name(full[:-1]) else ""),
                     step=step,
-                    hint=_suggest(key, err.get("ctx", {}), _real_path(err["loc"][:-1], data)[1]),
+                    hint=_suggest(
+                        key,
+                        _real_path(err["loc"][:-1], data)[1],
+                        _fields_at(model, err["loc"][:-1]) if suggestions_left > 0 else (),
+                    ),
                     on_key=True,
                 )
             )
+            suggestions_left -= 1
         elif kind == "missing":
             missing = str(err["loc"][-1])
             findings.append(
@@ -123,6 +134,9 @@ def pydantic_findings(
             )
     return findings
 
+
+#: "did you mean" suggestions per validation error; difflib scans every known field name
+_MAX_SUGGESTIONS = 50
 
 _TYPE_MESSAGES = {
     "model_type": "expected a mapping (key: value)",
@@ -196,44 +210,68 @@ def _real_path(loc: Sequence[str | int], data: Any) -> tuple[DataPath, Any]:
     return tuple(path), node
 
 
-_KNOWN_FIELDS: dict[str, set[str]] = {}
-
-
-def _suggest(key: str, ctx: dict[str, Any], parent_node: Any) -> str | None:
-    """'did you mean ...' from the fields this model knows (computed once per model)."""
-    candidates = _all_field_names()
-    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
+def _suggest(key: str, parent_node: Any, candidates: Sequence[str]) -> str | None:
+    """'did you mean ...' among the fields allowed where ``key`` was written."""
     if isinstance(parent_node, dict) and "none" in parent_node and key != "none":
         return "'compensate: {none: <reason>}' stands alone: remove 'none' or the other fields"
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     if close and close[0] != key:
         return f"did you mean '{close[0]}'?"
+    if candidates:
+        return "allowed here: " + ", ".join(sorted(candidates))
     return "remove it; `plangate schema` lists the allowed fields"
 
 
-def _all_field_names() -> list[str]:
-    if not _KNOWN_FIELDS:
-        from app.actions import builtin
-        from app.plan import model
+_TAGGED = {COMPENSATE_STEP_TAG: Compensation, COMPENSATE_NONE_TAG: NoCompensation}
 
-        for cls in (
-            model.Plan,
-            model.Step,
-            model.RetryPolicy,
-            model.Estimate,
-            model.TokenEstimate,
-            model.Budget,
-            model.BudgetLimit,
-            model.Canary,
-            model.Compensation,
-            model.CacheSpec,
-            *(
-                getattr(builtin, name)
-                for name in dir(builtin)
-                if isinstance(getattr(builtin, name), type) and name.endswith("Inputs")
-            ),
-        ):
-            _KNOWN_FIELDS[cls.__name__] = {f.alias or n for n, f in cls.model_fields.items()}
-    return sorted(set().union(*_KNOWN_FIELDS.values()))
+
+def _fields_at(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str]:
+    """Field names (as written in YAML) of the model found at ``loc`` below ``model``."""
+    current: Any = model
+    for part in loc:
+        current = _step_into(current, part)
+        if current is None:
+            return []
+    return sorted(
+        {f.alias or name for cls in _models_in(current) for name, f in cls.model_fields.items()}
+    )
+
+
+def _models_in(tp: Any) -> list[type[BaseModel]]:
+    """The models a type annotation allows (``X``, ``X | None``, ``Annotated[X | Y, ...]``)."""
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    if get_origin(tp) in (Union, UnionType):
+        return [cls for option in get_args(tp) for cls in _models_in(option)]
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _step_into(tp: Any, part: str | int) -> Any:
+    if isinstance(part, str) and part in _TAGGED:
+        return _TAGGED[part]
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if isinstance(part, str):
+            for name, f in tp.model_fields.items():
+                if part in (name, f.alias):
+                    return f.annotation
+        return None
+    origin = get_origin(tp)
+    if origin in (tuple, list) and isinstance(part, int):
+        return get_args(tp)[0]
+    if origin in (Union, UnionType):
+        for option in get_args(tp):
+            found = _step_into(option, part)
+            if found is not None:
+                return found
+    return None
 
 
 def _strings(value: Any, path: DataPath) -> Iterator[tuple[DataPath, str]]:
@@ -344,7 +382,9 @@ def _check_action(
                 hint=f.hint,
                 on_key=f.on_key,
             )
-            for f in pydantic_findings(exc, (*base, "with"), raw_with, step=step_id)
+            for f in pydantic_findings(
+                exc, (*base, "with"), raw_with, step=step_id, model=spec.inputs
+            )
         ]
     return []
 

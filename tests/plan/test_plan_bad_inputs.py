@@ -216,7 +216,38 @@ def test_unknown_field_without_close_match_points_at_schema(tmp_path, capsys):
     text = HEADER + "frobnicate: 1\nsteps:\n  - {id: a, action: noop}\n"
     rc, path, out = run_check(tmp_path, capsys, text)
     assert rc == 2
-    assert f"{path}:7:1: unknown field 'frobnicate' (remove it; `plangate schema`" in out
+    assert (
+        f"{path}:7:1: unknown field 'frobnicate' (allowed here: apiVersion, budget, canary, "
+        "description, environment, id, kind, max_parallel, resources, steps, team, title)"
+    ) in out
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        # suggestions come from the fields allowed *where the key was written*
+        ("{id: a, action: noop, retry: {nmae: x}}", "unknown field 'nmae' in 'retry' (allowed"),
+        (
+            "{id: a, action: probe, with: {http: {url: 'https://x', jsonpath: a}, "
+            "thresholds: {max_value: 1}}}",
+            "unknown field 'jsonpath' in 'with.http' (did you mean 'json_path'?)",
+        ),
+        (
+            "{id: a, action: shell, with: {run: [x]}, compensate: {action: noop, retyr: {}}}",
+            "unknown field 'retyr' in 'compensate' (did you mean 'retry'?)",
+        ),
+        (
+            "{id: a, action: noop, estimate: {tokens: {model: m, inptu: 1}}}",
+            "unknown field 'inptu' in 'estimate.tokens' (did you mean 'input'?)",
+        ),
+    ],
+)
+def test_unknown_field_suggestions_are_local(tmp_path, capsys, step, message):
+    rc, path, out = run_check(tmp_path, capsys, HEADER + f"steps:\n  - {step}\n")
+    assert rc == 2
+    assert f"{path}:8:" in out
+    assert f"step 'a': {message}" in out
+    assert "did you mean 'name'" not in out
 
 
 def test_missing_required_fields(tmp_path, capsys):

@@ -82,3 +82,14 @@ def test_reachability_agrees_with_full_ancestor_sets(needs, data):
         target = data.draw(st.sampled_from(ids))
         assert reach.is_upstream(target, step) == (target in ancestors(step, needs))
     assert not reach.is_upstream("unknown", ids[0])
+
+
+def test_suggestions_are_capped_so_bad_plans_stay_linear():
+    from app.plan.graph import MAX_SUGGESTIONS
+
+    steps = [(f"step-{i}", [f"step-{i}x"]) for i in range(MAX_SUGGESTIONS * 3)]
+    issues = find_graph_issues(steps)
+    assert len(issues) == len(steps)
+    hinted = [i for i in issues if i.hint and i.hint.startswith("did you mean")]
+    assert len(hinted) == MAX_SUGGESTIONS
+    assert all(i.hint == "list an existing step id" for i in issues[MAX_SUGGESTIONS:])
