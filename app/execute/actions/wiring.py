@@ -95,6 +95,9 @@ class Implementations:
 
 
 def _is_action(obj: object) -> bool:
+    """An object (not a class: a class is a factory) with ``name``, ``run``, ``breaker_key``."""
+    if isinstance(obj, type):
+        return False
     return all(callable(getattr(obj, attr, None)) for attr in ("run", "breaker_key")) and (
         isinstance(getattr(obj, "name", None), str)
     )

@@ -1,0 +1,93 @@
+"""Wiring: every registered built-in has an implementation; plugins bring theirs via ActionSpec."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from action_helpers import make_ctx, run
+from pydantic import BaseModel, ConfigDict
+
+from app.actions.builtin import NoopInputs
+from app.actions.registry import ActionRegistry, ActionSpec
+from app.execute.actions import builtin_implementations, implementations
+from app.execute.actions.base import ActionContext, ActionResult
+
+
+class EchoInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    text: str = ""
+
+
+class EchoAction:
+    name = "acme.echo"
+
+    async def run(self, inputs: BaseModel, ctx: ActionContext) -> ActionResult:
+        return ActionResult(outputs={"text": inputs.text})  # type: ignore[attr-defined]
+
+    def breaker_key(self, inputs: BaseModel) -> str:
+        return "acme"
+
+
+def spec(name: str, run_: object) -> ActionSpec:
+    return ActionSpec(name, EchoInputs, mutates=False, idempotent=True, summary="x", run=run_)
+
+
+def test_every_builtin_in_the_registry_has_an_implementation():
+    impls = builtin_implementations()
+    assert sorted(impls) == ActionRegistry.builtins().names()
+    for name, action in impls.items():
+        assert action.name == name
+        assert callable(action.run) and callable(action.breaker_key)
+
+
+def test_noop_runs_through_the_wiring():
+    impls = builtin_implementations()
+    result = run(impls["noop"].run(NoopInputs(outputs={"x": "1"}), make_ctx()))
+    assert result.outputs == {"x": "1"}
+
+
+def test_plugin_implementation_as_instance_or_factory():
+    registry = ActionRegistry(
+        [*ActionRegistry.builtins(), spec("acme.echo", EchoAction()), spec("acme.made", None)]
+    )
+    got = implementations(registry)
+    assert got.get("acme.echo") is not None
+    assert run(got.actions["acme.echo"].run(EchoInputs(text="hi"), make_ctx())).outputs == {
+        "text": "hi"
+    }
+    assert "ActionSpec.run is None" in got.errors["acme.made"]
+
+    class Made(EchoAction):
+        name = "acme.factory"
+
+    factory_registry = ActionRegistry([spec("acme.factory", Made)])
+    assert isinstance(implementations(factory_registry).actions["acme.factory"], Made)
+
+
+def test_broken_plugin_implementations_are_reported_by_name():
+    def explode():
+        raise RuntimeError("no config")
+
+    registry = ActionRegistry(
+        [
+            spec("acme.boom", explode),
+            spec("acme.wrong", lambda: object()),
+            spec("acme.misnamed", EchoAction),  # its implementation says "acme.echo"
+        ],
+        load_errors={"acme.broken": "ImportError: nope"},
+    )
+    got = implementations(registry)
+    assert got.errors["acme.boom"] == "RuntimeError: no config"
+    assert "not an Action" in got.errors["acme.wrong"]
+    assert "named 'acme.echo', not 'acme.misnamed'" in got.errors["acme.misnamed"]
+    assert got.errors["acme.broken"] == "ImportError: nope"
+    assert "noop" in got.actions  # built-ins are unaffected
+
+
+def test_importing_the_port_does_not_load_http_adapters():
+    code = (
+        "import sys, app.execute.actions.base, app.execute.actions; print('httpx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
