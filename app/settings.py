@@ -33,6 +33,9 @@ class Settings(BaseModel):
         DEFAULT_API_URL, description="GITHUB_API_URL (GHES: https://HOST/api/v3)"
     )
     data_dir: Path = Field(Path(".plangate"), description="PLANGATE_DATA_DIR")
+    github_token: SecretStr | None = Field(
+        None, description="GITHUB_TOKEN (plangate propose without App credentials)"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -74,6 +77,8 @@ class Settings(BaseModel):
             values["github_api_url"] = url
         if env.get("PLANGATE_DATA_DIR"):
             values["data_dir"] = env["PLANGATE_DATA_DIR"]
+        if env.get("GITHUB_TOKEN"):
+            values["github_token"] = env["GITHUB_TOKEN"]
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

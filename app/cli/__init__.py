@@ -24,6 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.check",
     "app.cli.attest",
     "app.cli.audit",
+    "app.cli.serve",
+    "app.cli.deliveries",
+    "app.cli.propose",
 )
 
 EXIT_OK = 0

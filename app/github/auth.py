@@ -20,7 +20,7 @@ from github.Requester import Requester
 from app.errors import GitHubError, GitHubUnavailable
 from app.github.client import HttpRetry, RestTransport, build_retrying, map_error
 
-__all__ = ["AppCredentials", "InstallationTokens"]
+__all__ = ["AppCredentials", "InstallationTokens", "repo_installation", "token_transport"]
 
 
 class AppCredentials:
@@ -156,3 +156,37 @@ class InstallationTokens:
             return auth.token, expires.timestamp()
 
         return build_retrying(self._retry, sleep=self._sleep, rng=self._rng)(once)
+
+
+def token_transport(
+    token: str,
+    *,
+    base_url: str,
+    retry: HttpRetry | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RestTransport:
+    """A transport authenticated with a plain token (``GITHUB_TOKEN`` in Actions, a PAT)."""
+    requester = Github(
+        auth=Auth.Token(token),
+        base_url=base_url.rstrip("/"),
+        retry=None,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+    ).requester
+    return RestTransport(lambda: requester, retry=retry, sleep=sleep)
+
+
+def repo_installation(tokens: InstallationTokens, full_name: str) -> int:
+    """The App's installation id for a repository (``GET /repos/{owner}/{repo}/installation``)."""
+    owner, _, name = full_name.partition("/")
+    try:
+        data = tokens.app_transport.request("GET", f"/repos/{owner}/{name}/installation").data
+    except GitHubError as exc:
+        if exc.status == 404:
+            raise GitHubError(
+                f"the Plangate App is not installed on {full_name}",
+                status=404,
+                hint="install the App on the repository (docs/github-app.md)",
+            ) from exc
+        raise
+    return int(data["id"])

@@ -1,0 +1,50 @@
+"""``plangate serve``: the GitHub App's webhook server on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from app.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the GitHub App webhook server",
+        description="Serve POST /webhook, GET /healthz and GET /metrics. Configured from the "
+        "environment: GITHUB_APP_ID, GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH, "
+        "GITHUB_WEBHOOK_SECRET, GITHUB_API_URL, PLANGATE_DATA_DIR.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    serve.add_argument(
+        "--details-url",
+        default=None,
+        metavar="URL",
+        help="dashboard URL linked from check runs (details_url)",
+    )
+    serve.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.server.app import Deps, create_app
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.from_env()
+    deps = Deps.from_settings(settings, details_url=args.details_url)
+    app = create_app(settings, deps)
+    logging.getLogger("plangate").info(
+        "serving on http://%s:%d (GitHub API %s, data in %s)",
+        args.host,
+        args.port,
+        settings.github_api_url,
+        settings.data_dir,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
