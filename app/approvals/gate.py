@@ -689,7 +689,7 @@ def _leaf_result(
             if partial
             else f"{missing} approval{'s' if missing > 1 else ''} from {leaf.who_can}"
         )
-    if req.distinct_teams > 1:
+    if req.distinct_teams > 1 and partial:
         covered = _teams_covered(leaf, partial)
         if covered < req.distinct_teams:
             still.append(
@@ -697,6 +697,12 @@ def _leaf_result(
                 f"{', '.join(req.teams)} (dual authorization: {req.distinct_teams} different "
                 "teams)"
             )
+    taken = [a for a in leaf.eligible if a.key in used and a not in partial]
+    if taken:
+        still.append(
+            ", ".join(f"@{a.login}" for a in taken)
+            + " already count for another requirement (one person satisfies one requirement)"
+        )
     if (req.users or req.teams) and not leaf.candidates:
         reason = "nobody can satisfy this requirement: its users and teams list no one who may"
         reason += " approve (the author, contributors and excluded people do not count)"
