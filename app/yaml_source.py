@@ -47,6 +47,8 @@ Path = tuple[str | int, ...]
 
 _PARSER: type = getattr(yaml, "CBaseLoader", yaml.BaseLoader)  # libyaml when available
 _TAG = "tag:yaml.org,2002:"
+_MAP_TAG = f"{_TAG}map"
+_SEQ_TAG = f"{_TAG}seq"
 _ALLOWED_EXPLICIT_TAGS = {
     f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")
 }
@@ -90,6 +92,11 @@ class YamlDocument:
     path: str
     data: Any
     source: SourceMap
+
+
+def _show_tag(tag: str) -> str:
+    """Tags as people write them: ``!!python/object``, not ``tag:yaml.org,2002:python/object``."""
+    return "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
 
 
 class _Stop(Exception):
@@ -199,8 +206,12 @@ class _Reader:
         if depth >= MAX_DEPTH:
             raise self._fail("yaml.too_deep", f"nesting deeper than {MAX_DEPTH} levels", mark)
         tag = event.tag
-        if tag is not None and tag != "!" and tag not in _ALLOWED_EXPLICIT_TAGS:
-            raise self._fail("yaml.tag", f"YAML tag '{tag}' is not allowed", mark)
+        if tag is not None and tag != "!":
+            expected = _MAP_TAG if kind is ev.MappingStartEvent else _SEQ_TAG
+            if tag != expected:
+                raise self._fail(
+                    "yaml.tag", f"YAML tag '{_show_tag(tag)}' is not allowed here", mark
+                )
         if kind is ev.MappingStartEvent:
             return self._mapping(path, depth)
         if kind is ev.SequenceStartEvent:
@@ -259,10 +270,12 @@ class _Reader:
             if tag == "!" or not event.implicit[0]:
                 return value  # quoted, block or non-specific tag: always a string
             status, result = _plain_scalar(value)
-        elif tag in _ALLOWED_EXPLICIT_TAGS:
+        elif tag in _ALLOWED_EXPLICIT_TAGS and tag not in (_MAP_TAG, _SEQ_TAG):
             status, result = _construct(tag, value)
         else:
-            raise self._fail("yaml.tag", f"YAML tag '{tag}' is not allowed", event.start_mark)
+            raise self._fail(
+                "yaml.tag", f"YAML tag '{_show_tag(tag)}' is not allowed", event.start_mark
+            )
         if status != "ok":
             raise self._fail(status, result, event.start_mark)
         return result

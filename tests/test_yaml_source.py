@@ -92,6 +92,13 @@ def test_refusals_are_located(text, code, line):
     assert issue.path == "f.yaml"
 
 
+@pytest.mark.parametrize("text", ["a: !!str {x: 1}\n", "a: !!map [1]\n", "a: !!seq x\n"])
+def test_core_tags_must_fit_the_node(text):
+    issue = only_issue(text)
+    assert issue.code == "yaml.tag"
+    assert issue.message.startswith("YAML tag '!!")
+
+
 def test_too_deep():
     issue = only_issue("a: " + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "\n")
     assert issue.code == "yaml.too_deep"
@@ -129,3 +136,45 @@ def test_arbitrary_bytes_never_raise(raw):
     assert (doc is None) == bool(issues)
     if doc is not None:
         assert isinstance(doc.data, dict)
+
+
+_KEYS = st.text(alphabet="abcxyz019-_ ", min_size=1, max_size=6)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53) + 1, 2**53 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(alphabet="abc xyz:-#'\"{}[],019", max_size=10),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _key_paths(value, path=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield (*path, key)
+            yield from _key_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _key_paths(item, (*path, index))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(_KEYS, _VALUES, min_size=1, max_size=5), st.sampled_from([True, False]))
+def test_values_and_key_positions_agree_with_pyyaml(data, flow):
+    import yaml
+
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True, width=60)
+    doc, issues = read(text)
+    assert issues == []
+    assert doc.data == yaml.safe_load(text) == data
+    lines = text.splitlines()
+    for path in _key_paths(data):
+        line, col = doc.source.locate(path, key=True)
+        at = lines[line - 1][col - 1 :]
+        key = path[-1]
+        assert at.startswith((key, f"'{key}", f'"{key}')), (path, line, col, text)

@@ -148,20 +148,19 @@ def test_empty_file(tmp_path, capsys, content):
 @pytest.mark.parametrize(
     ("snippet", "tag"),
     [
-        ("!!python/object:os.system {id: a, action: noop}", "python/object:os.system"),
-        ("{id: !!python/name:os.system a, action: noop}", "python/name:os.system"),
-        ("{id: a, action: noop, with: {message: !!binary aGVsbG8=}}", "binary"),
-        ("{id: a, action: noop, with: {message: !!set {a}}}", "set"),
+        ("!!python/object:os.system {id: a, action: noop}", "!!python/object:os.system"),
+        ("{id: !!python/name:os.system a, action: noop}", "!!python/name:os.system"),
+        ("{id: a, action: noop, with: {message: !!binary aGVsbG8=}}", "!!binary"),
+        ("{id: a, action: noop, with: {message: !!set {a}}}", "!!set"),
         ("{id: a, action: noop, with: {message: !custom x}}", "!custom"),
-        ("!!python/object/apply:os.system [echo pwned]", "python/object/apply:os.system"),
+        ("!!python/object/apply:os.system [echo pwned]", "!!python/object/apply:os.system"),
     ],
 )
 def test_yaml_tags_rejected(tmp_path, capsys, snippet, tag):
     rc, path, out = run_check(tmp_path, capsys, HEADER + f"steps:\n  - {snippet}\n")
     assert rc == 2
     assert f"{path}:8:" in out
-    assert "is not allowed" in out
-    assert tag in out
+    assert f"YAML tag '{tag}' is not allowed" in out
 
 
 def test_syntax_error_is_located(tmp_path, capsys):
