@@ -19,14 +19,15 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from app.actions.builtin import ShellInputs
 from app.execute.actions._support import Redactor, deadline, expect_inputs, secret
-from app.execute.actions.base import ActionContext, ActionResult
+from app.execute.actions.base import ActionContext, ActionResult, Usage
 from app.execute.actions.errors import ActionFailed
 
 __all__ = ["BASE_ENV_ALLOWED", "ShellAction"]
@@ -40,11 +41,20 @@ _STDERR_IN_MESSAGE = 2000
 
 
 class ShellAction:
-    """Runs ``inputs.run`` once. Outputs: ``stdout`` (stripped), ``stderr``, ``exit_code``."""
+    """Runs ``inputs.run`` once. Outputs: ``stdout`` (stripped), ``stderr``, ``exit_code``.
+
+    ``Usage.runner_minutes`` is the program's wall-clock time (it occupies the runner).
+    """
 
     name = "shell"
 
-    def __init__(self, *, base_env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_env: Mapping[str, str] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._monotonic = monotonic
         source = base_env if base_env is not None else {"PATH": os.defpath}
         self._base_env = {k: v for k, v in source.items() if k in BASE_ENV_ALLOWED}
 
@@ -68,6 +78,7 @@ class ShellAction:
         if ctx.dry_run:
             return ActionResult(log=redact(f"dry run: would run {shown}"))
         cwd = self._cwd(data, ctx)
+        started = self._monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *data.run,
@@ -99,6 +110,7 @@ class ShellAction:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(proc.wait())
             raise
+        usage = Usage(runner_minutes=round((self._monotonic() - started) / 60, 4))
         stdout = redact(out[0].decode("utf-8", "replace"))
         stderr = redact(err[0].decode("utf-8", "replace"))
         outputs = {"stdout": stdout.strip(), "stderr": stderr, "exit_code": code}
@@ -118,7 +130,7 @@ class ShellAction:
                 retryable=True,
                 outputs=outputs,
             )
-        return ActionResult(outputs=outputs, log=log)
+        return ActionResult(outputs=outputs, usage=usage, log=log)
 
     @staticmethod
     def _cwd(data: ShellInputs, ctx: ActionContext) -> str | None:

@@ -201,3 +201,10 @@ def test_cancellation_kills_the_whole_process_group(tmp_path: Path):
 
 def test_breaker_key_names_the_program():
     assert shell().breaker_key(ShellInputs(run=["/usr/bin/kubectl", "get"])) == "shell:kubectl"
+
+
+def test_runner_minutes_are_the_programs_wall_clock_time():
+    ticks = iter([100.0, 190.0])
+    action = ShellAction(base_env=BASE_ENV, monotonic=lambda: next(ticks))
+    result = run(action.run(py("pass"), make_ctx()))
+    assert result.usage.runner_minutes == 1.5
