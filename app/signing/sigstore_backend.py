@@ -188,7 +188,9 @@ class SigstoreSigner:
 
     ``identity_token`` is the raw Actions OIDC token (``fetch_actions_id_token`` or
     ``sigstore.oidc.detect_credential()``); ``expected`` is the identity verifiers pin, checked
-    against the token's claims before anything is sent. Network I/O happens only in ``sign``.
+    against the token's claims before anything is sent. ``signing_context`` (a
+    ``sigstore.sign.SigningContext``) defaults to the public-good instance named by
+    ``instance`` and is injectable for tests. Network I/O happens only in ``sign``.
     """
 
     kind = "sigstore"
@@ -199,28 +201,34 @@ class SigstoreSigner:
         identity_token: str,
         expected: TrustedIdentity,
         instance: str = "production",
+        signing_context: Any | None = None,
     ) -> None:
         check_token_claims(unverified_claims(identity_token), expected)
         self._token = identity_token
         self._instance = instance
+        self._context = signing_context
 
-    def sign(self, payload_type: str, payload: bytes) -> bytes:  # pragma: no cover - network
-        from sigstore.dsse import Statement
+    def _signing_context(self) -> Any:  # pragma: no cover - network (TUF refresh)
         from sigstore.models import ClientTrustConfig
-        from sigstore.oidc import IdentityToken
         from sigstore.sign import SigningContext
+
+        config = (
+            ClientTrustConfig.staging()
+            if self._instance == "staging"
+            else ClientTrustConfig.production()
+        )
+        return SigningContext.from_trust_config(config)
+
+    def sign(self, payload_type: str, payload: bytes) -> bytes:
+        from sigstore.dsse import Statement
+        from sigstore.oidc import IdentityToken
 
         if payload_type != INTOTO_PAYLOAD_TYPE:
             raise AttestationError(
                 f"sigstore signs in-toto statements only, not {payload_type!r}", check="sign"
             )
         try:
-            config = (
-                ClientTrustConfig.staging()
-                if self._instance == "staging"
-                else ClientTrustConfig.production()
-            )
-            context = SigningContext.from_trust_config(config)
+            context = self._context or self._signing_context()
             with context.signer(IdentityToken(self._token)) as signer:
                 bundle = signer.sign_dsse(Statement(payload))
         except SigstoreError as exc:
