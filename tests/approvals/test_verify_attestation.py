@@ -252,3 +252,19 @@ def test_malformed_documents_rejected(document: bytes):
 def test_envelope_round_trip_is_stable():
     document = signed()
     assert Envelope.from_json(document).to_json().encode() == document
+
+
+def test_verification_module_does_not_load_sigstore_or_network_clients():
+    """The executor's gate imports no I/O adapter until a keyless bundle is actually verified."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app.approvals.verify, app.approvals.attest\n"
+        "bad = sorted(m for m in ('sigstore', 'requests', 'httpx', 'github', 'git') "
+        "if m in sys.modules)\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
