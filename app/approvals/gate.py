@@ -775,13 +775,22 @@ def _unsatisfied_alt(node: RequirementResult) -> RequirementResult:
 
 
 def _rejections(
-    ev: _Eval, latest: Mapping[str, Review], leaves: Sequence[_Leaf]
+    ev: _Eval, latest: Mapping[str, Review], leaves: Sequence[_Leaf], author: str | None
 ) -> list[Rejection]:
     found: list[Rejection] = []
     for review in sorted(latest.values(), key=_order):
         if review.state != "CHANGES_REQUESTED":
             continue
         key = review.login.lower()
+        if author is not None and key == author.lower():
+            # GitHub does not let authors review their own PR; if one shows up anyway it
+            # neither approves nor blocks (the author's word is the PR itself)
+            ev.ignore(
+                review,
+                "author",
+                f"changes requested by @{review.login} do not count: they opened the PR",
+            )
+            continue
         qualifies: list[str] = []
         for leaf in leaves:
             match, _ = _matches(ev, leaf.req, key)
@@ -900,7 +909,7 @@ def evaluate_gate(
                 f"{on} does not count: no requirement asks for @{approval.login}",
             )
 
-    rejections = _rejections(ev, latest, all_leaves)
+    rejections = _rejections(ev, latest, all_leaves, author)
 
     if not requirements.all_of and not requirements.none_required:
         ev.blockers.append(

@@ -503,3 +503,11 @@ def test_simulate_gate_with_github_team_slugs():
     reqs = ApprovalRequirements(all_of=(SRE,), team_slugs={"sre": ("acme/sre",)})
     assert simulate_gate(reqs, "a", ["sam"], now=T0, teams={"acme/sre": ["sam"]}).satisfied
     assert not simulate_gate(reqs, "a", ["sam"], now=T0).satisfied
+
+
+def test_author_changes_requested_neither_blocks_nor_counts():
+    ctx = FakePullContext().approve("alice")
+    ctx.review("author", "CHANGES_REQUESTED")
+    result = judge(ONE, ctx)
+    assert result.satisfied
+    assert ignored_codes(result) == {"author": "author"}
