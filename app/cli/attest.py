@@ -258,6 +258,18 @@ def run_attest(args: argparse.Namespace) -> int:
 
 
 def _trust(args: argparse.Namespace) -> Trust:
+    """Trusted signers from the command line.
+
+    The implicit default (the key ``plangate keygen`` wrote) applies to local approvals only:
+    for a repository, trust must be named explicitly (from the default branch's policy or the
+    executor's configuration), never picked up from a checkout a pull request could change.
+    """
+    if not args.trusted_key and not args.trusted_identity and args.repo != LOCAL_REPO:
+        raise InputError(
+            f"verifying an approval for {args.repo} needs explicit trusted signers",
+            hint="pass --trusted-key PEM and/or --trusted-identity SAN from the default "
+            "branch's policy; a key file in the working tree is never trusted implicitly",
+        )
     paths = args.trusted_key or ([Path(f"{DEFAULT_KEY}.pub")] if not args.trusted_identity else [])
     keys = []
     for path in paths:

@@ -90,7 +90,8 @@ def test_cli_verify_binds_repository_and_pr(repo, capsys):
     main(["keygen"])
     main(["attest", PLAN, "--approver", "alice"])
     capsys.readouterr()
-    assert main(["verify", PLAN, "--repo", "acme/ops"]) == 1
+    pub = ".plangate/keys/approval.pem.pub"
+    assert main(["verify", PLAN, "--repo", "acme/ops", "--trusted-key", pub]) == 1
     assert "FAILED check 'repository'" in capsys.readouterr().err
     assert main(["verify", PLAN, "--pr", "7"]) == 1
     assert "FAILED check 'pull_request'" in capsys.readouterr().err
@@ -132,3 +133,14 @@ def test_cli_sigstore_backend_refuses_pull_request_review(repo, capsys, monkeypa
     argv = ["attest", PLAN, "--approver", "alice", "--backend", "sigstore", "--repo", "acme/ops"]
     assert main(argv) == 3
     assert "refusing to sign" in capsys.readouterr().err
+
+
+def test_cli_never_trusts_a_key_from_the_checkout_for_a_repository(repo, capsys):
+    """A PR could add .plangate/keys/approval.pem.pub; for a repository trust must be explicit."""
+    main(["keygen"])
+    main(["attest", PLAN, "--approver", "alice", "--repo", "acme/ops"])
+    capsys.readouterr()
+    assert main(["verify", PLAN, "--repo", "acme/ops"]) == 2
+    assert "needs explicit trusted signers" in capsys.readouterr().err
+    pub = ".plangate/keys/approval.pem.pub"
+    assert main(["verify", PLAN, "--repo", "acme/ops", "--trusted-key", pub]) == 0
