@@ -37,7 +37,14 @@ from app.policy.context import EvalContext, period_start
 from app.policy.decision import Decision, Risk, RiskFactor, RuleMatch, describe_requirement
 from app.policy.loader import PolicySet
 from app.policy.model import LEVELS, Level, RequireSpec
-from app.policy.predicates import PlanFacts, StepFacts, glob_any, plan_facts, step_facts
+from app.policy.predicates import (
+    PlanFacts,
+    StepFacts,
+    glob_any,
+    judged_facts,
+    plan_facts,
+    step_facts,
+)
 from app.policy.requirements import AnyOf, ApprovalRequirements, Requirement
 
 __all__ = ["QUEUE_VERBS", "authorize", "check_step", "compute_risk", "evaluate"]
@@ -149,9 +156,9 @@ def _judge(plan: Plan, policy: PolicySet, ctx: EvalContext, only: Step | None) -
         paths=ctx.paths,
         risk_level=risk.level,
         money=cost.money,
-        steps=all_steps,
+        steps=judged_facts(plan.steps),
     )
-    scoped = facts if only is None else replace(facts, steps=(step_facts(only),))
+    scoped = facts if only is None else replace(facts, steps=judged_facts([only]))
 
     _rbac(plan, policy, scoped, only, trace)
     _safety(policy, scoped, trace)
@@ -316,12 +323,9 @@ def _rbac(
 
 
 def _safety(policy: PolicySet, facts: PlanFacts, trace: list[RuleMatch]) -> None:
-    for rule in policy.document.rules:
-        when = policy.compiled(rule.when)
+    for rule, when, unless, source in policy.compiled_rules:
         if not when.plan_holds(facts):
             continue
-        unless = policy.compiled(rule.unless) if rule.unless is not None else None
-        source = policy.source("rules", rule.id)
         if when.step_level or (unless is not None and unless.step_level):
             for s in facts.steps:
                 if not when.step_holds(s):
@@ -439,10 +443,9 @@ def _approvals(
 ) -> ApprovalRequirements:
     doc = policy.document
     required: list[Requirement | AnyOf] = []
-    for rule in doc.approvals:
-        if not policy.compiled(rule.when).holds(facts):
+    for rule, when, source in policy.compiled_approvals:
+        if not when.holds(facts):
             continue
-        source = policy.source("approvals", rule.id)
         entry: Requirement | AnyOf
         if rule.require is not None:
             entry = _requirement(rule.id, rule.require, rule.description, source)

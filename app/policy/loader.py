@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,14 @@ from pydantic import ValidationError
 from app.errors import Issue, PolicyLoadError
 from app.plan.digest import canonical_json, sha256_hex
 from app.plan.validate import field_name, pydantic_findings
-from app.policy.model import Budgets, KeySigner, PolicyDocument, SigstoreSigner
+from app.policy.model import (
+    ApprovalRule,
+    Budgets,
+    KeySigner,
+    PolicyDocument,
+    SafetyRule,
+    SigstoreSigner,
+)
 from app.policy.predicates import CompiledPredicate, compile_predicate
 from app.yaml_source import SourceMap, read_yaml
 
@@ -60,6 +68,28 @@ class PolicySet:
         if found is None:
             found = self._compiled[key] = compile_predicate(pred)
         return found
+
+    @cached_property
+    def compiled_rules(
+        self,
+    ) -> tuple[tuple[SafetyRule, CompiledPredicate, CompiledPredicate | None, str], ...]:
+        """Safety rules with their predicates compiled once per set (the hot loop)."""
+        return tuple(
+            (
+                rule,
+                self.compiled(rule.when),
+                self.compiled(rule.unless) if rule.unless is not None else None,
+                self.source("rules", rule.id),
+            )
+            for rule in self.document.rules
+        )
+
+    @cached_property
+    def compiled_approvals(self) -> tuple[tuple[ApprovalRule, CompiledPredicate, str], ...]:
+        return tuple(
+            (rule, self.compiled(rule.when), self.source("approvals", rule.id))
+            for rule in self.document.approvals
+        )
 
     @property
     def signers(self) -> tuple[KeySigner | SigstoreSigner, ...]:
@@ -180,7 +210,8 @@ def load_policy_files(files: Mapping[str, bytes], *, origin: str = "policies/") 
             if value is not None and claim(section, path, src, (section,), f"'{section}'"):
                 singles[section] = value
         if doc.budgets is not None:
-            claim("budgets", path, src, ("budgets",), "'budgets'")  # first one wins the name
+            line = src.locate(("budgets",), key=True)[0]
+            sources.setdefault("budgets", f"{path}:{line}" if line else path)
             for team, budget in doc.budgets.teams.items():
                 if claim(
                     f"budgets/{team}",
@@ -202,7 +233,8 @@ def load_policy_files(files: Mapping[str, bytes], *, origin: str = "policies/") 
                         )
                     )
                 plan_max = doc.budgets.plan_max
-                sources.setdefault("budgets/plan_max", sources.get("budgets", path))
+                line = src.locate(("budgets", "plan_max"), key=True)[0]
+                sources.setdefault("budgets/plan_max", f"{path}:{line}" if line else path)
 
     if issues:
         raise PolicyLoadError(issues)

@@ -24,8 +24,10 @@ __all__ = [
     "CompiledPredicate",
     "PlanFacts",
     "StepFacts",
+    "compensation_facts",
     "compile_predicate",
     "glob_any",
+    "judged_facts",
     "plan_facts",
     "step_facts",
 ]
@@ -80,20 +82,25 @@ def _host(url: object) -> str | None:
         return None
 
 
-def step_facts(step: Step) -> StepFacts:
-    inputs = step.with_
+def _target(action: str, inputs: dict) -> tuple[str | None, str | None]:
+    """The URL host (http, probe) or program (shell) an action's inputs point at."""
     host: str | None = None
     command: str | None = None
-    if step.action == "http":
+    if action == "http":
         host = _host(inputs.get("url"))
-    elif step.action == "probe":
+    elif action == "probe":
         for source in ("http", "prometheus"):
             if isinstance(inputs.get(source), dict):
                 host = _host(inputs[source].get("url"))
-    elif step.action == "shell":
+    elif action == "shell":
         run = inputs.get("run")
         if isinstance(run, list) and run and isinstance(run[0], str):
             command = run[0]
+    return host, command
+
+
+def step_facts(step: Step) -> StepFacts:
+    host, command = _target(step.action, step.with_)
     return StepFacts(
         id=step.id,
         action=step.action,
@@ -103,6 +110,37 @@ def step_facts(step: Step) -> StepFacts:
         host=host,
         command=command,
     )
+
+
+def compensation_facts(step: Step) -> StepFacts | None:
+    """A step's undo action, judged like a step of its own (id ``<step>/compensate``).
+
+    Why: otherwise a shell command or an unlisted host could hide in a compensation. It counts
+    as mutating and as compensated (it *is* the undo), and adds nothing to the risk score.
+    """
+    comp = step.compensate
+    if not isinstance(comp, Compensation):
+        return None
+    host, command = _target(comp.action, comp.with_)
+    return StepFacts(
+        id=f"{step.id}/compensate",
+        action=comp.action,
+        mutating=True,
+        compensated=True,
+        host=host,
+        command=command,
+    )
+
+
+def judged_facts(steps: Iterable[Step]) -> tuple[StepFacts, ...]:
+    """Steps followed by their compensation, in plan order: what rules are applied to."""
+    out: list[StepFacts] = []
+    for step in steps:
+        out.append(step_facts(step))
+        comp = compensation_facts(step)
+        if comp is not None:
+            out.append(comp)
+    return tuple(out)
 
 
 def plan_facts(
@@ -135,7 +173,12 @@ StepCheck = Callable[[StepFacts], bool]
 
 def _names(patterns: list[str], attr: str) -> PlanCheck:
     rx = _glob_re(tuple(patterns))
-    return lambda f: bool(rx.match(getattr(f, attr) or ""))  # None never matches a glob
+
+    def check(f: PlanFacts) -> bool:
+        value = getattr(f, attr)
+        return value is not None and bool(rx.match(value))  # unknown (None) never matches
+
+    return check
 
 
 def _step_names(patterns: list[str], attr: str) -> StepCheck:
@@ -219,15 +262,3 @@ def compile_predicate(pred: Predicate) -> CompiledPredicate:
         want_c = pred.compensated
         step.append(lambda s: s.compensated is want_c)
     return CompiledPredicate(tuple(plan), tuple(step))
-
-
-def describe(pred: Predicate) -> str:
-    """A short human rendering of a predicate, for traces: ``environment=production, ...``."""
-    parts = []
-    for name, value in pred.model_dump(exclude_none=True, mode="json").items():
-        if isinstance(value, list):
-            value = ",".join(value)
-        elif isinstance(value, dict):
-            value = ",".join(f"{k} {v}" for k, v in value.items())
-        parts.append(f"{name}={value}")
-    return "; ".join(parts) or "always"

@@ -157,3 +157,13 @@ def test_example_policies_load():
     ps = load_policy_dir(ROOT / "policies")
     assert {"platform", "sre", "payments", "data", "security"} <= set(ps.document.teams)
     assert len(ps.signers) == 2
+
+
+def test_team_budgets_may_be_split_over_files():
+    base = BASE_POLICY + "budgets:\n  teams:\n    sre: {money: {hard: '1'}}\n"
+    extra = "budgets:\n  plan_max: {hard: '9'}\n  teams:\n    data: {money: {hard: '2'}}\n"
+    ps = policy(extra, base=base)
+    assert set(ps.document.budgets.teams) == {"sre", "data"}
+    assert ps.source("budgets", "plan_max") == "policies/extra.yaml:4"
+    with pytest.raises(PolicyLoadError, match="budget of team 'sre' is already defined"):
+        policy("budgets:\n  teams:\n    sre: {money: {hard: '3'}}\n", base=base)

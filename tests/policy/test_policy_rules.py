@@ -225,3 +225,25 @@ def test_unpriced_model_is_denied():
     decision = evaluate(plan(steps), policy(), ctx())
     (deny,) = decision.denials
     assert deny.rule == "prices" and "model 'huge' is not in the price table" in deny.reason
+
+
+def test_compensation_is_judged_like_a_step():
+    """A shell command or an unlisted host cannot hide in a compensation."""
+    pol = policy(rule("{actions: [shell]}", "{commands: [ok]}", rid="no-shell"))
+    steps = (
+        "  - {id: w, action: http, with: {url: 'https://a.example'},"
+        " compensate: {action: shell, with: {run: [rm]}}}\n"
+    )
+    decision = evaluate(plan(steps), pol, ctx())
+    assert [(m.rule, m.step) for m in decision.denials] == [("no-shell", "w/compensate")]
+    ok = steps.replace("run: [rm]", "run: [ok]")
+    assert evaluate(plan(ok), pol, ctx()).allowed
+
+
+def test_compensation_adds_no_risk_and_is_not_uncompensated():
+    pol = policy(rule("{mutating: true, compensated: false}", rid="needs-undo"))
+    steps = "  - {id: w, action: shell, with: {run: [x]}, compensate: {action: noop}}\n"
+    decision = evaluate(plan(steps), pol, ctx())
+    assert decision.allowed
+    mutating = next(f for f in decision.risk.factors if f.name == "mutating_steps")
+    assert mutating.points == 2
