@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
+import rfc8785
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,6 +31,7 @@ from pydantic import (
     Field,
     JsonValue,
     ValidationError,
+    field_validator,
 )
 
 from app.plan.digest import canonical_json, sha256_hex
@@ -44,7 +46,9 @@ __all__ = [
     "ChainHead",
     "EventType",
     "VerifyResult",
+    "canonical_bytes",
     "chain",
+    "chain_lines",
     "event_hash",
     "verify_records",
 ]
@@ -140,6 +144,20 @@ class AuditEventDraft(BaseModel):
     environment: Token | None = None
     payload: dict[str, JsonValue] = Field(default_factory=dict)
 
+    @field_validator("payload")
+    @classmethod
+    def _canonicalisable(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # Fail at the producer, not at commit or verify time: NaN, Infinity and integers
+        # beyond 2**53 have no RFC 8785 form.
+        try:
+            canonical_bytes(value)
+        except (ValueError, TypeError, UnicodeError, rfc8785.CanonicalizationError) as exc:
+            raise ValueError(f"payload has no canonical JSON form: {exc}") from exc
+        return value
+
+
+_DRAFT_FIELDS = tuple(AuditEventDraft.model_fields)
+
 
 class AuditEvent(AuditEventDraft):
     """An event placed in the chain. Built only by ``chain()`` (or parsed from storage)."""
@@ -165,16 +183,67 @@ class ChainHead:
     hash: str = GENESIS_HASH
 
 
+_MAX_SAFE_INT = 2**53 - 1
+
+
+def _plain(value: Any) -> bool:
+    """Whether sorted-key ``json.dumps`` of ``value`` is byte-identical to RFC 8785.
+
+    True for JSON made of strings, booleans, null, integers within +-(2**53 - 1), lists, and
+    objects whose keys have no character above U+FFFF (then code point order, which Python
+    sorts by, equals the UTF-16 code unit order RFC 8785 sorts by). String escaping is the same
+    in both: short escapes for backspace, tab, newline, form feed, carriage return, quote and
+    backslash, other control characters as lowercase ``u00xx`` escapes, everything else raw
+    UTF-8. Floats are not plain (ES6 number formatting differs from Python's ``repr``).
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
+                return False
+            if not _plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(_plain(item) for item in value)
+    return False
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """RFC 8785 bytes of a JSON value: ``app.plan.digest.canonical_json``, with a fast path.
+
+    Verification re-hashes every event of the history, and the pure-Python RFC 8785 encoder
+    is most of that cost; for plain values (see ``_plain``) the C ``json`` encoder produces
+    the same bytes, which a property test checks against ``rfc8785`` itself.
+    """
+    if _plain(value):
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: let rfc8785 decide (it rejects them)
+            pass
+    return canonical_json(value)
+
+
 def event_hash(body: dict[str, Any]) -> str:
     """``sha256:`` of the canonical JSON of an event's stored fields, ``hash`` excluded."""
     if "hash" in body:
         body = {k: v for k, v in body.items() if k != "hash"}
-    return "sha256:" + sha256_hex(canonical_json(body))
+    return "sha256:" + sha256_hex(canonical_bytes(body))
 
 
 def chain(drafts: Sequence[AuditEventDraft], head: ChainHead) -> list[AuditEvent]:
     """Place ``drafts`` after ``head``, in order: assign ``seq``, ``prev_hash`` and ``hash``."""
-    events: list[AuditEvent] = []
+    return [event for event, _ in chain_lines(drafts, head)]
+
+
+def chain_lines(drafts: Sequence[AuditEventDraft], head: ChainHead) -> list[tuple[AuditEvent, str]]:
+    """Like ``chain`` but also returns each event's stored line (serialised once, not twice)."""
+    out: list[tuple[AuditEvent, str]] = []
     seq, prev = head.seq, head.hash
     for draft in drafts:
         seq += 1
@@ -183,9 +252,20 @@ def chain(drafts: Sequence[AuditEventDraft], head: ChainHead) -> list[AuditEvent
         body["prev_hash"] = prev
         digest = event_hash(body)
         body["hash"] = digest
-        events.append(AuditEvent.model_validate(body))
+        # The draft was validated when it was built and seq/prev_hash/hash are ours, so the
+        # event is assembled without validating it a second time.
+        values = {name: getattr(draft, name) for name in _DRAFT_FIELDS}
+        event = AuditEvent.model_construct(
+            _fields_set=draft.model_fields_set | {"seq", "prev_hash", "hash"},
+            **values,
+            seq=seq,
+            prev_hash=prev,
+            hash=digest,
+        )
+        line = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        out.append((event, line))
         prev = digest
-    return events
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +339,12 @@ def verify_records(
                 ),
             )
         stored = raw.get("hash")
-        actual = event_hash(raw)
+        try:
+            actual = event_hash(raw)
+        except (ValueError, TypeError, UnicodeError, rfc8785.CanonicalizationError) as exc:
+            return VerifyResult(
+                count, head, ChainBreak(seq_int, where, f"cannot be canonicalised: {exc}")
+            )
         if stored != actual:
             return VerifyResult(
                 count,

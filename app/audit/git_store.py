@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import git
 from git.exc import BadName, GitCommandError, InvalidGitRepositoryError, NoSuchPathError
@@ -66,8 +66,13 @@ from app.audit.events import (
     ChainHead,
     VerifyResult,
     chain,
+    chain_lines,
 )
 from app.audit.query import AuditQuery
+from app.observability import metrics
+
+if TYPE_CHECKING:
+    from app.audit.index import AuditIndex
 
 __all__ = ["DEFAULT_REF", "GitAuditStore", "Segment"]
 
@@ -151,6 +156,7 @@ class GitAuditStore:
         self._thread_lock = threading.RLock()
         self._journal_cache: tuple[bytes, int, list[_Entry]] | None = None
         self._head_cache: dict[str, ChainHead] = {}
+        self._index: AuditIndex | None = None
 
     # ------------------------------------------------------------------ locking
 
@@ -170,6 +176,9 @@ class GitAuditStore:
 
     def close(self) -> None:
         """Release the lock file descriptor and git helper processes."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -314,6 +323,22 @@ class GitAuditStore:
         finally:
             os.close(fd)
 
+    def _extend_journal_cache(self, events: Sequence[AuditEvent], lines: Sequence[str]) -> None:
+        """We just appended these lines under the lock: no need to read them back."""
+        cache = self._journal_cache
+        written = len(("\n".join(lines) + "\n").encode("utf-8"))
+        size = os.stat(self._journal_path).st_size
+        entries = [
+            _Entry(e.seq, e.hash, line, json.loads(line))
+            for e, line in zip(events, lines, strict=True)
+        ]
+        if cache is not None and cache[1] + written == size:
+            self._journal_cache = (cache[0], size, cache[2] + entries)
+        elif size == written:
+            self._journal_cache = ((lines[0] + "\n").encode("utf-8"), size, entries)
+        else:
+            self._journal_cache = None
+
     def _clear_journal(self) -> None:
         fd = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -384,8 +409,14 @@ class GitAuditStore:
         with self._locked():
             committed, pending = self._pending(self.tip())
             head = ChainHead(pending[-1].seq, pending[-1].hash) if pending else committed
-            events = chain(list(drafts), head)
-            self._write_journal([e.to_json_line() for e in events])
+            pairs = chain_lines(list(drafts), head)
+            events = [event for event, _ in pairs]
+            lines = [line for _, line in pairs]
+            self._write_journal(lines)
+            self._extend_journal_cache(events, lines)
+            for kind, count in Counter(e.type for e in events).items():
+                metrics.AUDIT_EVENTS.labels(type=kind).inc(count)
+            metrics.AUDIT_JOURNAL_PENDING.set(len(pending) + len(events))
             if len(pending) + len(events) >= self.batch_size:
                 self.commit()
             return events
@@ -404,6 +435,8 @@ class GitAuditStore:
                 return None
             sha = self._write_commit(tip, committed, pending, message)
             self._clear_journal()
+            metrics.AUDIT_COMMITS.inc()
+            metrics.AUDIT_JOURNAL_PENDING.set(0)
             return sha
 
     def _write_commit(
@@ -477,6 +510,40 @@ class GitAuditStore:
             if entry.seq > after_seq:
                 yield f"journal:{i}", entry.data
 
+    def lines(self, after_seq: int = 0) -> Iterator[tuple[dict[str, Any], str]]:
+        """``(record, stored line)`` with ``seq > after_seq`` (for the index)."""
+        with self._locked():
+            tip = self.tip()
+            _, pending = self._pending(tip)
+            segments = self.segments(tip)
+        for seg in segments:
+            if seg.last <= after_seq:
+                continue
+            for _where, data, line in self._segment_lines(seg):
+                if data["seq"] > after_seq:
+                    yield data, line
+        for entry in pending:
+            if entry.seq > after_seq:
+                yield entry.data, entry.line
+
+    def _segment_lines(self, seg: Segment) -> Iterator[tuple[str, dict[str, Any], str]]:
+        text = self._read_blob(seg.blob).decode("utf-8")
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            where = f"{seg.path}:{lineno}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AuditError(
+                    f"{where} is not valid JSON ({exc.msg})",
+                    hint="run `plangate audit verify`: the audit trail was tampered with",
+                ) from exc
+            if not isinstance(data, dict) or not isinstance(data.get("seq"), int):
+                raise AuditError(
+                    f"{where} is not an audit event",
+                    hint="run `plangate audit verify`: the audit trail was tampered with",
+                )
+            yield where, data, line
+
     def events(self, after_seq: int = 0) -> Iterator[AuditEvent]:
         for _, data in self.records(after_seq):
             yield AuditEvent.model_validate(data)
@@ -485,9 +552,10 @@ class GitAuditStore:
         """Answered from the SQLite index, refreshed from git first (git is the truth)."""
         from app.audit.index import AuditIndex  # adapter; imported lazily
 
-        with AuditIndex(self.index_path) as index:
-            index.sync(self)
-            return index.query(query)
+        if self._index is None:
+            self._index = AuditIndex(self.index_path)
+        self._index.sync(self)
+        return self._index.query(query)
 
     def record_at(self, seq: int) -> dict[str, Any] | None:
         """The stored record with this ``seq`` (None if there is none)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.audit.events import ChainBreak, ChainHead, VerifyResult, verify_records
+from app.observability import metrics
 
 if TYPE_CHECKING:
     from app.audit.git_store import GitAuditStore
@@ -63,6 +64,7 @@ def write_anchor(store: GitAuditStore, tip: str | None) -> None:
 
 
 def _fail(count: int, brk: ChainBreak) -> VerifyResult:
+    metrics.AUDIT_VERIFY_OK.set(0)
     return VerifyResult(count, ChainHead(), brk)
 
 
@@ -230,6 +232,7 @@ def verify_store(
         )
     if result.ok and remember:
         write_anchor(store, tip)
+    metrics.AUDIT_VERIFY_OK.set(1 if result.ok else 0)
     return result
 
 

@@ -1,0 +1,1 @@
+"""Observability at the edges: Prometheus metrics (``metrics``) and JSON logs (``logs``)."""
