@@ -110,3 +110,25 @@ def test_envelope_json_equals_stdlib_json(payload_type, payload, keyids):
     data = env.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert env.to_json() == json.dumps(data, sort_keys=True, indent=2) + "\n"
     assert Envelope.from_json(env.to_json()) == env
+
+
+def test_document_kind_recognises_both_backends():
+    from app.signing import document_kind
+
+    bundle = (FIXTURES / "a.dsse.staging-rekor-v2.txt.sigstore.json").read_bytes()
+    assert document_kind(bundle) == "sigstore"
+    envelope = Envelope.wrap(INTOTO_PAYLOAD_TYPE, b"{}", [Signature(sig="AAAA")])
+    assert document_kind(envelope.to_json().encode()) == "dsse"
+    for bad in (b"{}", b"[]", b'{"mediaType": "text/plain"}', b"\xff"):
+        with pytest.raises(AttestationError) as info:
+            document_kind(bad)
+        assert info.value.check == "format"
+
+
+def test_bundle_look_alike_is_a_format_error():
+    from app.signing import Trust, TrustedIdentity, verify_signed_document
+
+    trust = Trust(identities=(TrustedIdentity(san="x"),))
+    with pytest.raises(AttestationError) as info:
+        verify_signed_document(b'{"mediaType": "text/plain", "payloadType": "x"}', trust)
+    assert info.value.check == "format"
