@@ -34,6 +34,7 @@ __all__ = [
     "CheckRunOutput",
     "check_run_output",
     "conclusion",
+    "gate_to_dict",
     "render_markdown",
     "render_text",
     "title",
@@ -209,3 +210,69 @@ def _text_row(node: RequirementResult, prefix: str) -> tuple[str, ...]:
     name = prefix + node.id + (" (any one of)" if node.kind == "any_of" else "")
     counted = ", ".join(f"@{a.login} ({short_sha(a.commit_id)})" for a in node.counted) or "-"
     return (mark, name, node.who_can, counted, node.still_needed or "-")
+
+
+def gate_to_dict(result: GateResult) -> dict[str, object]:
+    """JSON-friendly form (``plangate explain --format json``, logs, the dashboard)."""
+
+    def node(n: RequirementResult) -> dict[str, object]:
+        return {
+            "id": n.id,
+            "kind": n.kind,
+            "satisfied": n.satisfied,
+            "needed": n.needed,
+            "who_can": n.who_can,
+            "candidates": list(n.candidates),
+            "counted": [approval(a) for a in n.counted],
+            "still_needed": n.still_needed,
+            "reason": n.reason,
+            "source": n.source,
+            "children": [node(c) for c in n.children],
+        }
+
+    def approval(a: CountedApproval) -> dict[str, object]:
+        return {
+            "login": a.login,
+            "review_id": a.review_id,
+            "commit": a.commit_id,
+            "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
+            "url": a.html_url,
+            "requirement": a.requirement,
+            "on_head": a.on_head,
+        }
+
+    return {
+        "status": result.status,
+        "satisfied": result.satisfied,
+        "reason": result.reason,
+        "evaluated_at": result.evaluated_at.isoformat(),
+        "author": result.author,
+        "head_sha": result.head_sha,
+        "base_ref": result.base_ref,
+        "base_sha": result.base_sha,
+        "requirements": [node(n) for n in result.requirements],
+        "ignored": [
+            {
+                "login": i.login,
+                "review_id": i.review_id,
+                "commit": i.commit_id,
+                "state": i.state,
+                "code": i.code,
+                "reason": i.reason,
+            }
+            for i in result.ignored
+        ],
+        "rejections": [
+            {
+                "login": r.login,
+                "review_id": r.review_id,
+                "commit": r.commit_id,
+                "requirements": list(r.requirements),
+            }
+            for r in result.rejections
+        ],
+        "errors": [
+            {"operation": e.operation, "message": e.message, "hint": e.hint} for e in result.errors
+        ],
+        "blockers": list(result.blockers),
+    }

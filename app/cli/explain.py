@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 
+from app.approvals.gate import GateResult, simulate_gate
+from app.approvals.render import gate_to_dict, render_text
 from app.cli.check import PolicyWiring, _ledger, add_policy_arguments
 from app.cost import fmt_amount
 from app.errors import InputError
@@ -35,6 +38,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="extra changed repository paths to assume (e.g. policies/access.yaml)",
     )
     explain.add_argument("--format", choices=("text", "json"), default="text")
+    explain.add_argument(
+        "--approved-by",
+        metavar="LOGINS",
+        help="simulate the approval gate as if these comma-separated logins approved "
+        "(exit 1 when they would not satisfy it)",
+    )
+    explain.add_argument(
+        "--team",
+        action="append",
+        default=[],
+        metavar="ORG/TEAM=LOGINS",
+        help="members of a GitHub team the policy names, for --approved-by (repeatable)",
+    )
     add_policy_arguments(explain)
     explain.set_defaults(func=run_explain)
 
@@ -53,15 +69,42 @@ def run_explain(args: argparse.Namespace) -> int:
         decision = check_step(loaded.plan, args.step, policy, ctx)
     else:
         decision = evaluate(loaded.plan, policy, ctx)
+    gate = _simulate(args, decision)
     if args.format == "json":
+        extra = {} if gate is None else {"approval_gate": gate_to_dict(gate)}
         print(
             json.dumps(
-                {"path": loaded.path, "digest": loaded.digest, **decision.to_dict()}, indent=2
+                {"path": loaded.path, "digest": loaded.digest, **decision.to_dict(), **extra},
+                indent=2,
             )
         )
     else:
         print(explain_text(decision, path=loaded.path, origin=policy.origin))
+        if gate is not None:
+            print("\napproval gate (simulated):\n" + render_text(gate).rstrip())
+    if gate is not None and not gate.satisfied:
+        return 1
     return 0 if decision.allowed else 1
+
+
+def _simulate(args: argparse.Namespace, decision: Decision) -> GateResult | None:
+    """``--approved-by``: the gate's verdict on a PR by ``--author`` approved by these logins."""
+    if args.approved_by is None or decision.approvals is None:
+        return None
+    teams: dict[str, list[str]] = {}
+    for spec in args.team:
+        slug, sep, members = spec.partition("=")
+        if not sep or "/" not in slug:
+            raise InputError(f"--team {spec!r}: expected ORG/TEAM=login,login")
+        teams[slug.strip()] = [m.strip() for m in members.split(",") if m.strip()]
+    approvers = [a.strip().lstrip("@") for a in args.approved_by.split(",") if a.strip()]
+    return simulate_gate(
+        decision.approvals,
+        args.author or "",
+        approvers,
+        now=datetime.now(UTC),
+        teams=teams,
+    )
 
 
 def explain_text(decision: Decision, *, path: str, origin: str) -> str:
