@@ -73,13 +73,15 @@ class Deps:
         rng: random.Random | None = None,
         start_worker: bool = True,
         details_url: str | None = None,
+        durable: bool = True,
     ) -> Deps:
         """Production wiring: inbox under ``PLANGATE_DATA_DIR``, App auth, the evaluator.
 
         Without an ``evaluator`` the policy, cost and approval checks fail ("policy engine not
-        configured"): fail closed.
+        configured"): fail closed. ``durable=False`` trades power-loss safety of acknowledged
+        deliveries for latency (still safe against a killed process).
         """
-        inbox = Inbox.in_dir(settings.data_dir)
+        inbox = Inbox.in_dir(settings.data_dir, durable=durable)
         if clients is None:
             clients = app_clients(settings, http_retry=http_retry, clock=clock, sleep=sleep)
         pipeline = PullRequestPipeline(

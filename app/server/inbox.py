@@ -76,6 +76,16 @@ _COLUMNS = (
 )
 
 
+@dataclass(slots=True)
+class _Pending:
+    event: Event
+    body: bytes
+    now: float
+    done: bool = False
+    stored: bool = False
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One stored delivery (a row of the log)."""
@@ -111,6 +121,9 @@ class Inbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._writing = False
         self._db = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=10.0
         )
@@ -146,36 +159,77 @@ class Inbox:
 
         A pull_request/check_suite delivery supersedes queued (not yet started) deliveries for
         the same pull request at another head SHA: their results would be overwritten anyway.
+
+        Group commit: concurrent callers share one transaction (one fsync). The first caller
+        to find no writer active becomes the writer for everything queued so far; the others
+        wait for it. Each caller returns only after its own delivery is committed.
         """
-        key, head = order_key(event)
+        item = _Pending(event, body, now)
+        with self._cv:
+            self._pending.append(item)
+            while not item.done and self._writing:
+                self._cv.wait()
+            if not item.done:
+                self._writing = True
+                batch, self._pending = self._pending, []
+            else:
+                batch = []
+        if batch:
+            try:
+                results = self._insert(batch)
+            except BaseException as exc:
+                for pending in batch:
+                    pending.error = exc
+            else:
+                for pending, stored in zip(batch, results, strict=True):
+                    pending.stored = stored
+            finally:
+                with self._cv:
+                    for pending in batch:
+                        pending.done = True
+                    self._writing = False
+                    self._cv.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.stored
+
+    def _insert(self, batch: list[_Pending]) -> list[bool]:
+        results: list[bool] = []
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO deliveries (id, event, action, installation_id, repo, "
-                "order_key, head_sha, body, received_at, next_attempt_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                (
-                    event.delivery_id,
-                    event.name,
-                    event.action,
-                    event.installation_id,
-                    event.repo_full_name,
-                    key,
-                    head,
-                    body,
-                    now,
-                ),
+            for pending in batch:
+                results.append(self._insert_one(db, pending.event, pending.body, pending.now))
+        return results
+
+    @staticmethod
+    def _insert_one(db: sqlite3.Connection, event: Event, body: bytes, now: float) -> bool:
+        key, head = order_key(event)
+        cur = db.execute(
+            "INSERT OR IGNORE INTO deliveries (id, event, action, installation_id, repo, "
+            "order_key, head_sha, body, received_at, next_attempt_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            (
+                event.delivery_id,
+                event.name,
+                event.action,
+                event.installation_id,
+                event.repo_full_name,
+                key,
+                head,
+                body,
+                now,
+            ),
+        )
+        if cur.rowcount == 0:
+            return False
+        if key and head and event.name in SUPERSEDING_EVENTS and "#" in key:
+            db.execute(
+                "UPDATE deliveries SET status='superseded', finished_at=?, "
+                "last_error='superseded by delivery ' || ? "
+                "WHERE order_key=? AND status='queued' AND head_sha IS NOT NULL "
+                "AND head_sha<>? AND seq<?",
+                (now, event.delivery_id, key, head, cur.lastrowid),
             )
-            if cur.rowcount == 0:
-                return False
-            if key and head and event.name in SUPERSEDING_EVENTS and "#" in key:
-                db.execute(
-                    "UPDATE deliveries SET status='superseded', finished_at=?, "
-                    "last_error='superseded by delivery ' || ? "
-                    "WHERE order_key=? AND status='queued' AND head_sha IS NOT NULL "
-                    "AND head_sha<>? AND seq<?",
-                    (now, event.delivery_id, key, head, cur.lastrowid),
-                )
-            return True
+        return True
 
     def claim(self, *, now: float) -> Delivery | None:
         """Mark the oldest ready delivery ``processing`` and return it (None if nothing is ready).

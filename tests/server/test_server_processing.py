@@ -312,3 +312,31 @@ def test_installation_events_recorded(settings, fake):
     post(client, "installation", deleted)
     deps.worker.drain()
     assert deps.inbox.installation_status(957387) == "deleted"
+
+
+def test_rest_calls_per_event_within_budget(settings, fake):
+    """Issue 5 targets: opened on a new base <= 10, cached base <= 7, a review <= 3."""
+    client, deps = _setup(settings)
+    post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    deps.worker.drain()
+    first = len(fake.calls)
+    assert first <= 10
+
+    repo = fake.repo(REPO)
+    other = PLAN.replace(b"id: local-hello", b"id: other-hello")
+    head2 = repo.commit({"policies/teams.yaml": POLICY, "plans/other.yaml": other})
+    repo.pulls[3] = Pull(3, head2, BASE, "master")
+    second = webhook_fixture("pull_request.opened")
+    second["pull_request"]["number"] = 3
+    second["pull_request"]["head"]["sha"] = head2
+    post(client, "pull_request", second)
+    deps.worker.drain()
+    cached = len(fake.calls) - first
+    assert cached <= 7
+
+    post(client, "pull_request_review", webhook_fixture("pull_request_review.submitted"))
+    deps.worker.drain()
+    review = len(fake.calls) - first - cached
+    assert review <= 3
+    # token, files, plan blob, base tree, policies tree, policy blob, 4 check runs
+    assert (first, cached, review) == (10, 6, 3)

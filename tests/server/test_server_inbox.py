@@ -1,0 +1,120 @@
+"""The durable inbox: dedupe, per-PR ordering, coalescing, group commit, recovery."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from srvkit import webhook_fixture
+
+from app.server.inbox import Inbox
+from app.server.webhooks import Event
+
+
+def _event(delivery: str, *, number: int = 2, sha: str = "a" * 40, name="pull_request") -> Event:
+    payload = webhook_fixture("pull_request.synchronize")
+    payload["pull_request"]["number"] = number
+    payload["pull_request"]["head"]["sha"] = sha
+    return Event(name, delivery, payload)
+
+
+def _add(inbox: Inbox, event: Event, now: float = 1.0) -> bool:
+    return inbox.add(event, json.dumps(dict(event.payload)).encode(), now=now)
+
+
+def test_same_delivery_id_stored_once(tmp_path):
+    inbox = Inbox.in_dir(tmp_path)
+    assert _add(inbox, _event("x")) is True
+    assert _add(inbox, _event("x")) is False
+    assert inbox.counts() == {"queued": 1}
+
+
+def test_per_pull_request_order(tmp_path):
+    inbox = Inbox.in_dir(tmp_path)
+    _add(inbox, _event("a1", number=1, sha="1" * 40))
+    _add(inbox, _event("b1", number=2, sha="2" * 40))
+    review = Event("pull_request_review", "a2", webhook_fixture("pull_request_review.submitted"))
+    review.payload["pull_request"]["number"] = 1  # type: ignore[index]
+    _add(inbox, review)
+    first = inbox.claim(now=10)
+    second = inbox.claim(now=10)
+    assert (first.id, second.id) == ("a1", "b1")
+    assert inbox.claim(now=10) is None  # a2 waits for a1 (same pull request)
+    inbox.complete("a1", now=11)
+    assert inbox.claim(now=11).id == "a2"
+
+
+def test_failed_delivery_blocks_its_pr_until_retried(tmp_path):
+    inbox = Inbox.in_dir(tmp_path)
+    _add(inbox, _event("a1", sha="1" * 40))
+    review = Event("pull_request_review", "a2", webhook_fixture("pull_request_review.submitted"))
+    _add(inbox, review)
+    inbox.claim(now=0)
+    inbox.fail("a1", "boom", retry_at=100, now=0)
+    assert inbox.claim(now=50) is None  # not before the retry, and a2 keeps its place
+    assert inbox.claim(now=100).id == "a1"
+
+
+def test_newer_head_supersedes_queued_older_head(tmp_path):
+    inbox = Inbox.in_dir(tmp_path)
+    _add(inbox, _event("old", sha="1" * 40))
+    _add(inbox, _event("other-pr", number=3, sha="1" * 40))
+    _add(inbox, _event("new", sha="2" * 40))
+    assert inbox.get("old").status == "superseded"
+    assert inbox.get("other-pr").status == "queued"
+    assert inbox.get("new").status == "queued"
+
+
+def test_review_never_supersedes(tmp_path):
+    inbox = Inbox.in_dir(tmp_path)
+    _add(inbox, _event("sync", sha="2" * 40))
+    review = Event("pull_request_review", "late", webhook_fixture("pull_request_review.submitted"))
+    _add(inbox, review)  # a late review for an older head
+    assert inbox.get("sync").status == "queued"
+
+
+def test_processing_delivery_is_not_superseded(tmp_path):
+    inbox = Inbox.in_dir(tmp_path)
+    _add(inbox, _event("old", sha="1" * 40))
+    inbox.claim(now=5)
+    _add(inbox, _event("new", sha="2" * 40))
+    assert inbox.get("old").status == "processing"
+
+
+def test_concurrent_adds_group_commit_each_stored_once(tmp_path):
+    inbox = Inbox.in_dir(tmp_path)
+    results: dict[str, list[bool]] = {}
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        delivery = f"d{i % 25}"  # every id sent by two threads
+        stored = _add(inbox, _event(delivery, number=i % 25, sha=f"{i % 25:040x}"))
+        with lock:
+            results.setdefault(delivery, []).append(stored)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(sorted(v) == [False, True] for v in results.values())
+    assert inbox.counts() == {"queued": 25}
+
+
+def test_stored_delivery_survives_reopen(tmp_path):
+    inbox = Inbox.in_dir(tmp_path)
+    _add(inbox, _event("x"))
+    inbox.claim(now=1)
+    inbox.close()
+    again = Inbox.in_dir(tmp_path)
+    assert again.get("x").status == "processing"
+    assert again.resume() == 1
+    assert again.claim(now=2).to_event().delivery_id == "x"
+
+
+def test_wal_mode(tmp_path):
+    inbox = Inbox.in_dir(tmp_path)
+    import sqlite3
+
+    db = sqlite3.connect(inbox.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
