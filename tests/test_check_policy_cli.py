@@ -258,3 +258,11 @@ def test_unknown_base_ref_is_exit_2(repo, capsys):
     rc, _, err = run(capsys, "check", "--base", "no-such-branch", "plans")
     assert rc == 2
     assert "git ref 'no-such-branch' does not exist" in err
+
+
+def test_pr_breaking_the_policy_files_is_exit_2(repo, capsys):
+    root = Path(repo.working_tree_dir)
+    (root / "policies" / "safety.yaml").write_text("rules: [\n")
+    rc, out, _ = run(capsys, "check", "--base", "main", "plans")
+    assert rc == 2
+    assert "policies/safety.yaml:2" in out and "invalid YAML" in out

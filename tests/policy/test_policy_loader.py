@@ -167,3 +167,38 @@ def test_team_budgets_may_be_split_over_files():
     assert ps.source("budgets", "plan_max") == "policies/extra.yaml:4"
     with pytest.raises(PolicyLoadError, match="budget of team 'sre' is already defined"):
         policy("budgets:\n  teams:\n    sre: {money: {hard: '3'}}\n", base=base)
+
+
+def _split(text: str, cut: int) -> dict[str, bytes]:
+    """Put the first ``cut`` top-level sections in one file and the rest in another."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line[:1].isalpha() and ":" in line]
+    at = starts[min(cut, len(starts) - 1)]
+    return {
+        "policies/a.yaml": "".join(lines[:at]).encode(),
+        "policies/b.yaml": "".join(lines[at:]).encode(),
+    }
+
+
+def test_digest_and_decisions_do_not_depend_on_how_files_are_split():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from policy_helpers import ctx, plan
+
+    from app.policy.engine import evaluate
+
+    whole = load_policy_files({"policies/all.yaml": BASE_POLICY.encode()})
+    p = plan("  - {id: a, action: shell, with: {run: [x]}, compensate: {none: nope}}\n")
+    expected = evaluate(p, whole, ctx())
+
+    @settings(max_examples=8, deadline=None)
+    @given(st.integers(min_value=3, max_value=8))
+    def check(cut):
+        files = _split(BASE_POLICY, cut)
+        ps = load_policy_files(files)
+        assert ps.digest == whole.digest
+        got = evaluate(p, ps, ctx())
+        assert got.verdict == expected.verdict and got.risk == expected.risk
+        assert got.approvals == expected.approvals
+
+    check()
