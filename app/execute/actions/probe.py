@@ -13,8 +13,9 @@ Sources:
 
 Fail closed: a sample that cannot be measured (network error, missing field, not a number, NaN,
 an empty vector) counts as a failed sample, with the reason recorded. ``max_value``/``min_value``
-apply to any metric; ``max_error_rate``, ``min_success_rate`` and ``max_latency_ms`` only to the
-metric of that name (a mismatch is a configuration error, never silently ignored).
+apply to any metric; ``max_error_rate``, ``min_success_rate`` and ``max_latency_ms`` to the metric
+of that name or to the generic ``value`` (the default); naming another metric with them
+(``metric: latency_ms`` with ``max_error_rate``) is a configuration error, never ignored.
 """
 
 from __future__ import annotations
@@ -133,7 +134,11 @@ class ProbeAction:
     def _check_thresholds(data: ProbeInputs, ctx: ActionContext) -> None:
         for name, limit in data.thresholds.model_dump().items():
             applies_to = _THRESHOLDS[name][0]
-            if limit is not None and applies_to is not None and applies_to != data.metric:
+            if (
+                limit is not None
+                and applies_to is not None
+                and data.metric not in ("value", applies_to)
+            ):
                 raise ActionFailed(
                     f"step '{ctx.step_id}': threshold '{name}' needs metric '{applies_to}', "
                     f"but the probe measures '{data.metric}'",
@@ -142,6 +147,17 @@ class ProbeAction:
                     retryable=False,
                     hint=f"set 'metric: {applies_to}' or use max_value/min_value",
                 )
+        waiting = (data.samples - 1) * data.interval
+        if ctx.timeout > 0 and waiting >= ctx.timeout:
+            # fail at once rather than time out after minutes of sampling a canary
+            raise ActionFailed(
+                f"step '{ctx.step_id}': {data.samples} samples {data.interval}s apart need "
+                f"{waiting}s, but the step's timeout is {ctx.timeout:g}s",
+                step=ctx.step_id,
+                kind="probe.config",
+                retryable=False,
+                hint="raise the step's timeout above samples x interval plus request time",
+            )
 
     @staticmethod
     def _describe(data: ProbeInputs) -> str:

@@ -59,6 +59,12 @@ def prom(**kwargs) -> ProbeInputs:
     return ProbeInputs.model_validate(kwargs)
 
 
+def ctx(**kwargs):
+    """Probes sample for minutes (with a fake sleep here): give them a step timeout to match."""
+    kwargs.setdefault("timeout", 3600)
+    return make_ctx(**kwargs)
+
+
 def probe(rec: Recorder, sleeps: Sleeps | None = None) -> ProbeAction:
     return ProbeAction(transport=rec.transport(), sleep=sleeps or Sleeps())
 
@@ -67,7 +73,7 @@ def test_prometheus_instant_query_passes_and_records_every_sample():
     rec = from_values([0, 0, 0])
     sleeps = Sleeps()
     data = prom(samples=3, thresholds={"max_value": 0})
-    result = run(probe(rec, sleeps).run(data, make_ctx()))
+    result = run(probe(rec, sleeps).run(data, ctx()))
     assert result.outputs["verdict"] == "passed"
     assert [s["value"] for s in result.outputs["samples"]] == [0.0, 0.0, 0.0]
     assert sleeps.calls == [30, 30]  # between samples, not before the first
@@ -82,7 +88,7 @@ def test_threshold_breach_raises_probe_failed_with_the_failed_metrics():
     rec = from_values([0, 3, 5, 0, 0])
     data = prom(samples=5, failure_limit=1, thresholds={"max_value": 0})
     with pytest.raises(ProbeFailed) as info:
-        run(probe(rec).run(data, make_ctx(step_id="probe-canary")))
+        run(probe(rec).run(data, ctx(step_id="probe-canary")))
     exc = info.value
     assert exc.kind == "probe.threshold" and not exc.retryable
     assert "step 'probe-canary'" in str(exc)
@@ -96,7 +102,7 @@ def test_threshold_breach_raises_probe_failed_with_the_failed_metrics():
 
 def test_failures_within_the_limit_pass():
     data = prom(samples=4, failure_limit=1, thresholds={"max_value": 1})
-    result = run(probe(from_values([0, 2, 0, 1])).run(data, make_ctx()))
+    result = run(probe(from_values([0, 2, 0, 1])).run(data, ctx()))
     assert result.outputs["verdict"] == "passed" and result.outputs["failed"] == 1
 
 
@@ -112,7 +118,7 @@ def test_http_json_path_with_list_index():
             "thresholds": {"max_error_rate": 0.01},
         }
     )
-    result = run(probe(from_values([0.001, 0.002], shape)).run(data, make_ctx()))
+    result = run(probe(from_values([0.001, 0.002], shape)).run(data, ctx()))
     assert [s["value"] for s in result.outputs["samples"]] == [0.001, 0.002]
 
 
@@ -121,7 +127,7 @@ def test_prometheus_scalar_result():
         return {"status": "success", "data": {"resultType": "scalar", "result": [1.5, str(value)]}}
 
     data = prom(samples=1, thresholds={"min_value": 0.99})
-    result = run(probe(from_values([1], shape)).run(data, make_ctx()))
+    result = run(probe(from_values([1], shape)).run(data, ctx()))
     assert result.outputs["samples"][0]["value"] == 1.0
 
 
@@ -145,7 +151,7 @@ def test_prometheus_scalar_result():
 def test_unmeasurable_samples_count_as_failed(answer: httpx.Response, reason: str):
     data = prom(samples=1, thresholds={"max_value": 100})
     with pytest.raises(ProbeFailed, match=reason) as info:
-        run(probe(from_values([answer])).run(data, make_ctx()))
+        run(probe(from_values([answer])).run(data, ctx()))
     assert info.value.outputs["samples"][0]["value"] is None
 
 
@@ -159,16 +165,30 @@ def test_missing_json_field_names_the_path():
     )
     rec = Recorder(lambda r: httpx.Response(200, json={"data": {}}))
     with pytest.raises(ProbeFailed, match=r"'data\.error_rate' not found"):
-        run(probe(rec).run(data, make_ctx()))
+        run(probe(rec).run(data, ctx()))
 
 
 def test_rate_threshold_on_another_metric_is_a_config_error():
     data = prom(metric="latency_ms", thresholds={"max_error_rate": 0.1})
     rec = from_values([0])
     with pytest.raises(StepFailed, match="'max_error_rate' needs metric 'error_rate'") as info:
-        run(probe(rec).run(data, make_ctx()))
+        run(probe(rec).run(data, ctx()))
     assert info.value.kind == "probe.config" and not info.value.retryable
     assert rec.requests == []
+
+
+def test_rate_threshold_with_the_generic_value_metric_applies():
+    data = prom(samples=1, thresholds={"max_error_rate": 0.01})  # metric defaults to "value"
+    with pytest.raises(ProbeFailed, match=r"value=0\.5 breaks max_error_rate"):
+        run(probe(from_values([0.5])).run(data, ctx()))
+
+
+def test_sampling_longer_than_the_timeout_fails_at_once():
+    data = prom(samples=5, interval=30, thresholds={"max_value": 0})
+    rec = from_values([0] * 5)
+    with pytest.raises(StepFailed, match="need 120s, but the step's timeout is 60s") as info:
+        run(probe(rec).run(data, ctx(timeout=60)))
+    assert info.value.kind == "probe.config" and rec.requests == []
 
 
 def test_judge_reports_each_broken_threshold():
@@ -189,7 +209,7 @@ def test_verdict_is_failed_exactly_when_failures_exceed_the_limit(values, limit)
     data = prom(samples=len(values), failure_limit=limit, thresholds={"max_value": 1})
     failures = sum(v > 1 for v in values)
     try:
-        result = run(probe(from_values(values)).run(data, make_ctx()))
+        result = run(probe(from_values(values)).run(data, ctx()))
         verdict = result.outputs["verdict"]
     except ProbeFailed as exc:
         verdict = exc.outputs["verdict"]
