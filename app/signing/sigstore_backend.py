@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,8 +53,6 @@ __all__ = [
     "fetch_actions_id_token",
     "identity_policy",
 ]
-
-_log = logging.getLogger(__name__)
 
 #: workflow events whose workflow file (and so whose identity) the PR author controls
 PULL_REQUEST_EVENTS = frozenset(
