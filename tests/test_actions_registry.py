@@ -23,7 +23,7 @@ BUILTIN_NAMES = [
 ]
 
 PLUGIN_SOURCE = """
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.actions.registry import ActionSpec
 
@@ -45,6 +45,23 @@ def make_spec():
     )
 
 
+class CrashingInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: str = ""
+
+    @field_validator("value")
+    @classmethod
+    def _crash(cls, value):
+        raise TypeError("plugin bug")
+
+
+class HugeDefaultInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = 2**60
+
+
+CRASHING = ActionSpec("acme.crash", CrashingInputs, mutates=False, idempotent=True, summary="x")
+HUGE = ActionSpec("acme.huge", HugeDefaultInputs, mutates=False, idempotent=True, summary="x")
 NOT_A_SPEC = object()
 WRONG_NAME = ActionSpec("acme.other", DeployInputs, mutates=False, idempotent=True, summary="x")
 CLASHES = ActionSpec("shell", DeployInputs, mutates=False, idempotent=True, summary="x")
@@ -191,3 +208,22 @@ def test_plugin_cannot_replace_a_builtin(plugins):
 def test_extra_specs_are_added():
     spec = ActionSpec("local.x", ActionRegistry.builtins().get("noop").inputs, False, True, "x")
     assert "local.x" in ActionRegistry.with_plugins([spec])
+
+
+def test_crashing_plugin_model_is_reported_not_raised(plugins, tmp_path, capsys):
+    plugins(**{"acme.crash": "acme_plangate_plugin:CRASHING"})
+    path = write_plan(tmp_path, "crash", "- {id: a, action: acme.crash, with: {value: x}}\n")
+    assert main(["check", path]) == 2
+    out = capsys.readouterr().out
+    assert (
+        f"{path}:8:39: step 'a': the input model of action 'acme.crash' failed: "
+        "TypeError: plugin bug (this is a bug in the package that provides 'acme.crash')"
+    ) in out
+
+
+def test_plugin_default_without_canonical_json_is_reported(plugins, tmp_path, capsys):
+    plugins(**{"acme.huge": "acme_plangate_plugin:HUGE"})
+    path = write_plan(tmp_path, "huge", "- {id: a, action: acme.huge}\n")
+    assert main(["check", path]) == 2
+    out = capsys.readouterr().out
+    assert f"{path}: the plan has no canonical JSON form, so no digest:" in out

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rfc8785
 from pydantic import ValidationError
 
 from app.actions.registry import ActionRegistry, ActionSpec, default_registry
@@ -90,7 +91,21 @@ def load_plan_bytes(
         plan, source, issues = parse_plan(path, raw, registry=registry, max_bytes=max_bytes)
         if issues or plan is None or source is None:
             raise PlanError(issues or [Issue(path, "invalid plan", "plan.invalid")])
-        return LoadedPlan(path=path, plan=plan, digest=plan_digest(plan), source=source)
+        try:
+            digest = plan_digest(plan)
+        except rfc8785.CanonicalizationError as exc:  # only a plugin's defaults can get here
+            raise PlanError(
+                [
+                    Issue(
+                        path,
+                        f"the plan has no canonical JSON form, so no digest: {exc}",
+                        "plan.canonical",
+                        hint="an action's input model produced a value JSON cannot carry "
+                        "exactly (e.g. an integer beyond 2**53); fix the plugin",
+                    )
+                ]
+            ) from exc
+        return LoadedPlan(path=path, plan=plan, digest=digest, source=source)
 
 
 @contextmanager
@@ -164,7 +179,10 @@ def parse_plan(
     issues.sort(key=lambda i: (i.line or 0, i.col or 0, i.code))
     if issues or plan is None:
         return None, doc.source, issues
-    return _resolve_defaults(plan, registry), doc.source, []
+    try:
+        return _resolve_defaults(plan, registry), doc.source, []
+    except _InputsFailed as exc:
+        return None, doc.source, [_to_issue(path, doc.source, exc.finding)]
 
 
 def _resolve_defaults(plan: Plan, registry: ActionRegistry) -> Plan:
@@ -176,11 +194,12 @@ def _resolve_defaults(plan: Plan, registry: ActionRegistry) -> Plan:
     must be what was approved).
     """
     resolved: list[Step] = []
-    for step in plan.steps:
+    for index, step in enumerate(plan.steps):
         spec = registry.get(step.action)
         if spec is None:  # pragma: no cover - rejected by check_steps before we get here
             raise PlanError([Issue("<plan>", f"unknown action '{step.action}'", "action.unknown")])
-        update: dict[str, Any] = {"with_": _effective_inputs(spec, step.with_)}
+        where = ("steps", index, "with")
+        update: dict[str, Any] = {"with_": _effective_inputs(spec, step.with_, where, step.id)}
         if step.mutates is None:
             update["mutates"] = spec.mutates
         if step.idempotent is None:
@@ -188,16 +207,40 @@ def _resolve_defaults(plan: Plan, registry: ActionRegistry) -> Plan:
         if isinstance(step.compensate, Compensation):
             comp_spec = registry.get(step.compensate.action)
             if comp_spec is not None:
-                update["compensate"] = step.compensate.model_copy(
-                    update={"with_": _effective_inputs(comp_spec, step.compensate.with_)}
+                comp_with = _effective_inputs(
+                    comp_spec,
+                    step.compensate.with_,
+                    ("steps", index, "compensate", "with"),
+                    step.id,
                 )
+                update["compensate"] = step.compensate.model_copy(update={"with_": comp_with})
         resolved.append(step.model_copy(update=update))
     return plan.model_copy(update={"steps": tuple(resolved)})
 
 
-def _effective_inputs(spec: ActionSpec, inputs: dict[str, Any]) -> dict[str, Any]:
-    validated = spec.inputs.model_validate(inputs)
-    return validated.model_dump(mode="json", by_alias=True)
+class _InputsFailed(Exception):
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+def _effective_inputs(
+    spec: ActionSpec, inputs: dict[str, Any], where: tuple[str | int, ...], step_id: str
+) -> dict[str, Any]:
+    try:
+        validated = spec.inputs.model_validate(inputs)
+        return validated.model_dump(mode="json", by_alias=True)
+    except Exception as exc:  # validated once already: only a broken plugin model gets here
+        raise _InputsFailed(
+            Finding(
+                where,
+                "action.plugin_error",
+                f"step '{step_id}': the input model of action '{spec.name}' failed: "
+                f"{type(exc).__name__}: {exc}",
+                step=step_id,
+                hint=f"this is a bug in the package that provides '{spec.name}'",
+            )
+        ) from exc
 
 
 def _attach_step(finding: Finding, raw_steps: Sequence[Any]) -> None:

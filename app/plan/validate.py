@@ -386,6 +386,17 @@ def _check_action(
                 exc, (*base, "with"), raw_with, step=step_id, model=spec.inputs
             )
         ]
+    except Exception as exc:  # a plugin's validator crashed: report it, never crash the check
+        return [
+            Finding(
+                (*base, "with"),
+                "action.plugin_error",
+                f"step '{step_id}': the input model of action '{action}' failed: "
+                f"{type(exc).__name__}: {exc}",
+                step=step_id,
+                hint=f"this is a bug in the package that provides '{action}'",
+            )
+        ]
     return []
 
 
