@@ -701,7 +701,8 @@ def _leaf_result(
     if taken:
         still.append(
             ", ".join(f"@{a.login}" for a in taken)
-            + " already count for another requirement (one person satisfies one requirement)"
+            + (" already counts" if len(taken) == 1 else " already count")
+            + " for another requirement (one person satisfies one requirement)"
         )
     if (req.users or req.teams) and not leaf.candidates:
         reason = "nobody can satisfy this requirement: its users and teams list no one who may"
