@@ -24,6 +24,7 @@ from app.signing.base import (
     TrustedKey,
     github_workflow_identity,
     key_id,
+    trust_from_policy,
 )
 from app.signing.dsse import INTOTO_PAYLOAD_TYPE, Envelope, Signature, pae
 from app.signing.local_key import LocalKeyVerifier
@@ -44,6 +45,7 @@ __all__ = [
     "github_workflow_identity",
     "key_id",
     "pae",
+    "trust_from_policy",
     "verify_signed_document",
 ]
 

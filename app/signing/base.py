@@ -13,12 +13,15 @@ could approve itself. Verifiers fail closed: empty trust verifies nothing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from app.errors import PolicyLoadError
 
 __all__ = [
     "GITHUB_ACTIONS_ISSUER",
@@ -31,6 +34,7 @@ __all__ = [
     "TrustedKey",
     "github_workflow_identity",
     "key_id",
+    "trust_from_policy",
 ]
 
 #: the OIDC issuer of GitHub Actions ID tokens (GitHub docs: "About security hardening with
@@ -153,6 +157,37 @@ class Trust(_Frozen):
     @property
     def empty(self) -> bool:
         return not self.keys and not self.identities
+
+
+def trust_from_policy(
+    signers: Iterable[Any], *, sigstore_instance: Literal["production", "staging"] = "production"
+) -> Trust:
+    """``Trust`` from the ``signers:`` of the default branch's policy (``app.policy``).
+
+    Accepts the policy model's entries by shape: ``type: key`` with a PEM ``public_key``, or
+    ``type: sigstore`` with ``identity`` (certificate SAN) and ``issuer``. A key that is not
+    ECDSA P-256 is a policy error naming the signer (fail closed: never silently skipped).
+    """
+    keys: list[TrustedKey] = []
+    identities: list[TrustedIdentity] = []
+    for signer in signers:
+        kind = getattr(signer, "type", None)
+        name = str(getattr(signer, "name", ""))
+        if kind == "key":
+            try:
+                keys.append(TrustedKey(public_key_pem=signer.public_key, name=name))
+            except ValueError as exc:
+                raise PolicyLoadError(
+                    f"signers: {name}: not a usable approval signing key ({exc})",
+                    hint="use the .pub file written by `plangate keygen` (ECDSA P-256)",
+                ) from exc
+        elif kind == "sigstore":
+            identities.append(TrustedIdentity(san=signer.identity, issuer=signer.issuer))
+        else:
+            raise PolicyLoadError(f"signers: {name}: unknown signer type {kind!r}")
+    return Trust(
+        keys=tuple(keys), identities=tuple(identities), sigstore_instance=sigstore_instance
+    )
 
 
 @dataclass(frozen=True, slots=True)
