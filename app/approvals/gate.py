@@ -88,7 +88,7 @@ IgnoredCode = Literal[
 
 _DECIDING = frozenset({"APPROVED", "CHANGES_REQUESTED", "DISMISSED"})
 #: bound on the assignment search; requirements are few, this is a safety net, not a tuning knob
-_SEARCH_BUDGET = 50_000
+_SEARCH_BUDGET = 20_000
 
 T = TypeVar("T")
 
@@ -588,10 +588,9 @@ def _leaf_ok(leaf: _Leaf, chosen: Sequence[_Approval]) -> bool:
 
 
 def _leaf_options(leaf: _Leaf, used: frozenset[str]) -> Iterable[tuple[_Approval, ...]]:
+    """Every choice of ``count`` available approvers (checked by the caller, within budget)."""
     pool = [a for a in leaf.eligible if a.key not in used]
-    for combo in itertools.combinations(pool, leaf.req.count):
-        if _leaf_ok(leaf, combo):
-            yield combo
+    return itertools.combinations(pool, leaf.req.count)
 
 
 _Entry = tuple[AnyOf | Requirement, list[_Leaf]]
@@ -633,6 +632,8 @@ class _Search:
                 if self.steps > _SEARCH_BUDGET:
                     self.exhausted = True
                     break
+                if not _leaf_ok(leaf, combo):
+                    continue
                 nxt = used | {a.key for a in combo} if self.distinct else used
                 score, rest = self._best(i + 1, nxt)
                 if score + 1 > best[0]:

@@ -511,3 +511,14 @@ def test_author_changes_requested_neither_blocks_nor_counts():
     result = judge(ONE, ctx)
     assert result.satisfied
     assert ignored_codes(result) == {"author": "author"}
+
+
+def test_search_budget_exhaustion_never_satisfies():
+    # 40 sre approvers, 4 needed from 2 different teams: no combination works, and there are
+    # far too many to try; the gate must give up closed, quickly
+    dual = Requirement(id="dual", count=4, teams=("sre", "dba"), distinct_teams=2)
+    people = tuple(f"sre{i}" for i in range(40))
+    reqs = ApprovalRequirements(all_of=(dual,), team_members={"sre": people, "dba": ("dora",)})
+    result = judge(reqs, FakePullContext().approve(*people))
+    assert not result.satisfied
+    assert "too many combinations" in result.reason

@@ -15,7 +15,7 @@ from app.policy.requirements import AnyOf, ApprovalRequirements, Requirement
 
 PEOPLE = ("p0", "p1", "p2", "p3", "p4", "author")
 TEAMS = ("t1", "t2")
-SETTINGS = settings(max_examples=150, deadline=None)
+SETTINGS = settings(max_examples=100, deadline=None)
 
 requirement = st.builds(
     Requirement,
