@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.serve",
     "app.cli.deliveries",
     "app.cli.propose",
+    "app.cli.run",
 )
 
 EXIT_OK = 0

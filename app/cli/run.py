@@ -1,0 +1,243 @@
+"""``plangate run PLAN``: execute a plan locally, durably, resumably.
+
+Wiring only: load the plan, open the state store under the data dir, wire the action
+implementations, the approval gate, the runtime policy, the event log and the progress display,
+and map the ``RunResult`` to an exit code:
+
+0 succeeded (or ``--dry-run``) · 1 refused (no verified approval, locks busy) · 2 invalid input
+· 3 the run failed (compensated, aborted, compensation_failed) · 4 paused or needs attention
+(re-run the same plan to resume).
+
+Until the attestation verifier is wired here, a plan with mutating steps is refused unless
+``--unsafe-no-approval`` is given (which logs loudly on every use). ``--dry-run`` always works
+and has no side effects: it prints the levels and the critical path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+
+from app.actions.registry import default_registry
+from app.errors import InputError
+from app.execute.incidents import FileIncidentReporter
+from app.execute.locks import LockManager
+from app.execute.ports import (
+    AllowAllPolicy,
+    FanoutSink,
+    JsonlEventSink,
+    NoApprovalGate,
+    UnsafeNoApprovalGate,
+)
+from app.execute.progress import ProgressSink, summary_table
+from app.execute.result import RunResult
+from app.execute.runner import Runner, RunOptions
+from app.execute.scheduler import Schedule
+from app.execute.state import StateStore
+from app.plan.loader import load_plan
+from app.plan.model import Compensation, Plan
+from app.settings import Settings
+
+__all__ = ["register"]
+
+EXIT = {
+    "succeeded": 0,
+    "dry_run": 0,
+    "refused": 1,
+    "compensated": 3,
+    "aborted": 3,
+    "compensation_failed": 3,
+    "paused": 4,
+    "needs_attention": 4,
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="execute a plan locally (resumable; --dry-run prints the schedule)",
+        description="Execute a plan with durable state under the data dir. Re-running the same "
+        "plan resumes it: completed steps are skipped. Exit 0 succeeded, 1 refused, 2 invalid "
+        "input, 3 failed (compensated/aborted/compensation_failed), 4 paused or needs attention.",
+    )
+    run.add_argument("plan", metavar="PLAN", help="plan file")
+    run.add_argument("--dry-run", action="store_true", help="print levels and critical path only")
+    run.add_argument("--max-parallel", type=int, metavar="N", help="cap on concurrent steps")
+    run.add_argument(
+        "--data-dir", metavar="DIR", help="state directory (default PLANGATE_DATA_DIR)"
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="require an earlier run of this exact plan digest to resume (re-runs resume anyway)",
+    )
+    run.add_argument(
+        "--restart",
+        action="store_true",
+        help="forget the recorded run of this plan digest and start over (steps run again!)",
+    )
+    run.add_argument(
+        "--mark-done",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="an interrupted step did take effect: treat it as done",
+    )
+    run.add_argument(
+        "--retry-step",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="an interrupted step did not take effect: run it again",
+    )
+    run.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for locked resources (default: fail fast)",
+    )
+    run.add_argument("--format", choices=("text", "json"), default="text")
+    run.add_argument(
+        "--unsafe-no-approval",
+        action="store_true",
+        help="UNSAFE: run mutating steps without a verified approval (local experiments only)",
+    )
+    run.set_defaults(func=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    loaded = load_plan(args.plan, registry=default_registry())
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise InputError("--max-parallel must be at least 1")
+    if args.dry_run:
+        schedule = Schedule.of(loaded.plan)
+        if args.format == "json":
+            doc = {
+                "plan": loaded.plan.id,
+                "digest": loaded.digest,
+                "levels": schedule.levels,
+                "critical_path": schedule.critical_path,
+                "critical_seconds": schedule.critical_seconds,
+            }
+            print(json.dumps(doc, indent=2))
+        else:
+            print(schedule.render(loaded.plan))
+            mutating = [s.id for s in loaded.plan.steps if s.mutates]
+            print(f"Mutating steps (need a verified approval): {', '.join(mutating) or 'none'}")
+            print(f"Digest: {loaded.digest}")
+        return 0
+
+    data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir
+    state = StateStore.open(data_dir)
+    try:
+        existing = state.get_run(loaded.digest)
+        if args.restart and existing is not None:
+            state.reset_run(loaded.digest)
+        elif args.resume and existing is None:
+            raise InputError(
+                f"{args.plan}: no earlier run of this plan digest ({loaded.digest}) to resume",
+                hint="drop --resume to start a new run; a changed plan has a new digest",
+            )
+        result = _execute(args, loaded, state, data_dir)
+    finally:
+        state.close()
+    _report(args, result)
+    return EXIT.get(result.status, 3)
+
+
+def _execute(args: argparse.Namespace, loaded, state: StateStore, data_dir: Path) -> RunResult:  # type: ignore[no-untyped-def]
+    from app.execute.actions import implementations  # adapters: loaded only to really run
+
+    if args.unsafe_no_approval:
+        logging.basicConfig()
+        print(
+            "plangate: UNSAFE: --unsafe-no-approval: mutating steps run WITHOUT a verified "
+            "approval attestation",
+            file=sys.stderr,
+        )
+        gate = UnsafeNoApprovalGate()
+    else:
+        gate = NoApprovalGate(
+            "plangate run does not verify attestations yet; run it in GitHub Actions "
+            "(plangate execute) or pass --unsafe-no-approval for a local experiment"
+        )
+    wired = implementations(default_registry(), base_env=dict(os.environ))
+    console = Console(stderr=True)
+    progress = ProgressSink(
+        console, len(loaded.plan.steps), live=console.is_terminal and args.format == "text"
+    )
+    events = FanoutSink([JsonlEventSink(data_dir / "events.jsonl", now=time.time), progress])
+    locks = LockManager(state.conn, now=time.time, sleep=asyncio.sleep, lease=60.0)
+    options = RunOptions(
+        max_parallel=args.max_parallel,
+        lock_wait=args.lock_wait > 0,
+        lock_wait_timeout=args.lock_wait,
+        resolve_interrupted={
+            **{s: "done" for s in args.mark_done},
+            **{s: "retry" for s in args.retry_step},
+        },
+    )
+    runner = Runner(
+        implementations=wired.actions,
+        registry=default_registry(),
+        state=state,
+        locks=locks,
+        gate=gate,
+        policy=AllowAllPolicy(),
+        events=events,
+        incidents=FileIncidentReporter(data_dir / "incidents"),
+        now=time.time,
+        sleep=asyncio.sleep,
+        rng=random.SystemRandom(),
+        new_run_id=lambda: uuid.uuid4().hex[:16],
+        options=options,
+        secrets=_secrets(loaded.plan),
+        work_dir=Path.cwd(),
+    )
+    with progress:
+        return asyncio.run(runner.run(loaded))
+
+
+def _secrets(plan: Plan) -> dict[str, str]:
+    """Only the secrets the plan names (``secret_env``/``secret_headers`` values), by name.
+
+    Passing the whole environment would make every short value a "secret" to redact and hand
+    actions far more than they declared.
+    """
+    names: set[str] = set()
+    for step in plan.steps:
+        sources = [step.with_]
+        if isinstance(step.compensate, Compensation):
+            sources.append(step.compensate.with_)
+        for inputs in sources:
+            for key in ("secret_env", "secret_headers"):
+                value = inputs.get(key)
+                if isinstance(value, dict):
+                    names.update(v for v in value.values() if isinstance(v, str))
+    return {name: os.environ[name] for name in sorted(names) if name in os.environ}
+
+
+def _report(args: argparse.Namespace, result: RunResult) -> None:
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    console = Console()
+    console.print(summary_table(result))
+    console.print(f"status: {result.status} — {result.reason}", markup=False, highlight=False)
+    for warning in result.warnings:
+        console.print(f"warning: {warning}", markup=False, highlight=False)
+    if result.incident:
+        console.print(f"incident: {result.incident}", markup=False)
+    if result.runbook is not None:
+        console.print(result.runbook.render(), markup=False, highlight=False)

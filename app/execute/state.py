@@ -1,0 +1,325 @@
+"""Durable run state in SQLite (WAL): what ran, what is running, what finished.
+
+Why SQLite: one file under ``PLANGATE_DATA_DIR``, atomic commits, crash-safe with WAL, and
+readable by a human with ``sqlite3`` when something is stuck. Every attempt is written *before*
+the action runs (``running``) and again *after* (``succeeded``/``failed``), each in its own
+commit, so after a crash (SIGKILL, power loss with ``synchronous=FULL``) the store says exactly
+which attempts may have had an effect: an attempt left ``running`` is *interrupted*.
+
+Runs are keyed by the plan digest: running the same digest again resumes that run. A run that
+already ended (succeeded, compensated, ...) is final; ``reset_run`` starts over on purpose.
+
+This module does blocking ``sqlite3`` calls from the event loop on purpose: each is a few
+microseconds (no network, WAL appends), far cheaper than a thread hop per call.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["AttemptRecord", "RunRecord", "StateStore", "connect"]
+
+Phase = Literal["step", "compensate"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    digest TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    plan_id TEXT NOT NULL,
+    plan_path TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    invocations INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    digest TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    error_kind TEXT,
+    error TEXT,
+    PRIMARY KEY (digest, phase, step_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS steps (
+    digest TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    outputs TEXT NOT NULL DEFAULT '{}',
+    usage TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    finished_at REAL NOT NULL,
+    PRIMARY KEY (digest, phase, step_id)
+);
+CREATE TABLE IF NOT EXISTS locks (
+    resource TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    plan_id TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+def connect(path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> sqlite3.Connection:
+    """Open (and create) the state database in WAL mode.
+
+    ``synchronous=NORMAL`` in WAL mode survives a process crash (SIGKILL) with every committed
+    transaction intact; ``FULL`` also survives power loss at one fsync per commit.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    digest: str
+    run_id: str
+    plan_id: str
+    status: str
+    reason: str
+    invocations: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    phase: str
+    step_id: str
+    attempt: int
+    status: str
+    error_kind: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedStep:
+    step_id: str
+    status: str
+    seq: int
+    outputs: dict[str, Any]
+    usage: dict[str, Any]
+    error: str | None
+
+
+class StateStore:
+    """One plan digest's durable record. All writes commit before returning."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(
+        cls, data_dir: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    ) -> StateStore:
+        return cls(connect(data_dir / "state.db", synchronous=synchronous))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def get_run(self, digest: str) -> RunRecord | None:
+        row = self.conn.execute(
+            "SELECT digest, run_id, plan_id, status, reason, invocations FROM runs WHERE digest=?",
+            (digest,),
+        ).fetchone()
+        return RunRecord(*row) if row else None
+
+    def start_run(
+        self, digest: str, run_id: str, plan_id: str, plan_path: str, now: float
+    ) -> tuple[RunRecord, bool]:
+        """Create the run, or resume the existing one for ``digest``. Returns (run, resumed)."""
+        with self._tx() as c:
+            row = c.execute("SELECT run_id FROM runs WHERE digest=?", (digest,)).fetchone()
+            if row is None:
+                c.execute(
+                    "INSERT INTO runs (digest, run_id, plan_id, plan_path, status, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                    (digest, run_id, plan_id, plan_path, now, now),
+                )
+                resumed = False
+            else:
+                c.execute(
+                    "UPDATE runs SET status='running', reason='', updated_at=?,"
+                    " invocations=invocations+1 WHERE digest=?",
+                    (now, digest),
+                )
+                resumed = True
+        record = self.get_run(digest)
+        assert record is not None
+        return record, resumed
+
+    def finish_run(self, digest: str, status: str, reason: str, now: float) -> None:
+        self.conn.execute(
+            "UPDATE runs SET status=?, reason=?, updated_at=? WHERE digest=?",
+            (status, reason, now, digest),
+        )
+
+    def reset_run(self, digest: str) -> None:
+        """Forget everything about ``digest`` (a deliberate fresh start by a human)."""
+        with self._tx() as c:
+            for table in ("runs", "attempts", "steps"):
+                c.execute(f"DELETE FROM {table} WHERE digest=?", (digest,))
+
+    # -- attempts --------------------------------------------------------------------------
+
+    def attempts_so_far(self, digest: str, phase: Phase, step_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT COALESCE(MAX(attempt), 0) FROM attempts WHERE digest=? AND phase=?"
+            " AND step_id=?",
+            (digest, phase, step_id),
+        ).fetchone()
+        return int(row[0])
+
+    def begin_attempt(
+        self, digest: str, phase: Phase, step_id: str, attempt: int, key: str, now: float
+    ) -> None:
+        """Recorded *before* the action runs: if we die now, the attempt reads as interrupted."""
+        self.conn.execute(
+            "INSERT INTO attempts (digest, phase, step_id, attempt, status, idempotency_key,"
+            " started_at) VALUES (?, ?, ?, ?, 'running', ?, ?)",
+            (digest, phase, step_id, attempt, key, now),
+        )
+
+    def fail_attempt(
+        self,
+        digest: str,
+        phase: Phase,
+        step_id: str,
+        attempt: int,
+        kind: str,
+        error: str,
+        now: float,
+    ) -> None:
+        self.conn.execute(
+            "UPDATE attempts SET status='failed', finished_at=?, error_kind=?, error=?"
+            " WHERE digest=? AND phase=? AND step_id=? AND attempt=?",
+            (now, kind, error, digest, phase, step_id, attempt),
+        )
+
+    def complete_step(
+        self,
+        digest: str,
+        phase: Phase,
+        step_id: str,
+        attempt: int,
+        outputs: dict[str, Any],
+        usage: dict[str, Any],
+        now: float,
+    ) -> int:
+        """Attempt succeeded and the step is done, in one transaction. Returns the step's seq."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE attempts SET status='succeeded', finished_at=? WHERE digest=? AND phase=?"
+                " AND step_id=? AND attempt=?",
+                (now, digest, phase, step_id, attempt),
+            )
+            seq = self._next_seq(c, digest)
+            c.execute(
+                "INSERT OR REPLACE INTO steps (digest, phase, step_id, status, seq, outputs,"
+                " usage, finished_at) VALUES (?, ?, ?, 'succeeded', ?, ?, ?, ?)",
+                (digest, phase, step_id, seq, _dump(outputs), _dump(usage), now),
+            )
+        return seq
+
+    def fail_step(
+        self, digest: str, phase: Phase, step_id: str, status: str, error: str, now: float
+    ) -> None:
+        """A definitive outcome other than success (``failed``; ``blocked`` is not stored)."""
+        with self._tx() as c:
+            seq = self._next_seq(c, digest)
+            c.execute(
+                "INSERT OR REPLACE INTO steps (digest, phase, step_id, status, seq, error,"
+                " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (digest, phase, step_id, status, seq, error, now),
+            )
+
+    def mark_step_done_by_hand(self, digest: str, step_id: str, now: float) -> None:
+        """A human checked an interrupted step and says its effect is in place."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE attempts SET status='failed', finished_at=?, error_kind='interrupted',"
+                " error='interrupted; marked done by hand' WHERE digest=? AND phase='step'"
+                " AND step_id=? AND status='running'",
+                (now, digest, step_id),
+            )
+            seq = self._next_seq(c, digest)
+            c.execute(
+                "INSERT OR REPLACE INTO steps (digest, phase, step_id, status, seq, outputs,"
+                " usage, finished_at) VALUES (?, 'step', ?, 'succeeded', ?, '{}', '{}', ?)",
+                (digest, step_id, seq, now),
+            )
+
+    def mark_interrupted(self, digest: str, phase: Phase, step_id: str, now: float) -> None:
+        """Close attempts left ``running`` by a dead process, so they are not seen twice."""
+        self.conn.execute(
+            "UPDATE attempts SET status='interrupted', finished_at=?, error_kind='interrupted',"
+            " error='the process running this attempt stopped before it finished'"
+            " WHERE digest=? AND phase=? AND step_id=? AND status='running'",
+            (now, digest, phase, step_id),
+        )
+
+    def running_attempts(self, digest: str) -> list[AttemptRecord]:
+        """Attempts that began and never finished: their effect is unknown."""
+        rows = self.conn.execute(
+            "SELECT phase, step_id, attempt, status, error_kind, error FROM attempts"
+            " WHERE digest=? AND status='running' ORDER BY started_at",
+            (digest,),
+        ).fetchall()
+        return [AttemptRecord(*row) for row in rows]
+
+    def completed(self, digest: str, phase: Phase) -> dict[str, CompletedStep]:
+        rows = self.conn.execute(
+            "SELECT step_id, status, seq, outputs, usage, error FROM steps"
+            " WHERE digest=? AND phase=? ORDER BY seq",
+            (digest, phase),
+        ).fetchall()
+        return {
+            r[0]: CompletedStep(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5])
+            for r in rows
+        }
+
+    def attempts(self, digest: str) -> list[AttemptRecord]:
+        rows = self.conn.execute(
+            "SELECT phase, step_id, attempt, status, error_kind, error FROM attempts"
+            " WHERE digest=? ORDER BY started_at, attempt",
+            (digest,),
+        ).fetchall()
+        return [AttemptRecord(*row) for row in rows]
+
+    @staticmethod
+    def _next_seq(c: sqlite3.Connection, digest: str) -> int:
+        row = c.execute("SELECT COALESCE(MAX(seq), 0) FROM steps WHERE digest=?", (digest,))
+        return int(row.fetchone()[0]) + 1
+
+
+def _dump(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
