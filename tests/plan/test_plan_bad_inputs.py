@@ -642,3 +642,34 @@ def test_big_file_is_refused_before_it_is_read(tmp_path, capsys):
     assert (
         f"{path}: file is 52,428,800 bytes; the limit is 1,048,576 bytes" in capsys.readouterr().out
     )
+
+
+# -- security invariants -------------------------------------------------------------------------
+
+
+def test_python_tags_never_execute(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    payloads = [
+        f'!!python/object/apply:os.system ["touch {marker}"]',
+        f'!!python/object/apply:subprocess.check_call [["touch", "{marker}"]]',
+        f"!!python/object/new:os.system [touch {marker}]",
+    ]
+    for i, payload in enumerate(payloads):
+        rc, path, out = run_check(
+            tmp_path, capsys, HEADER + f"description: {payload}\n", f"{i}.yaml"
+        )
+        assert rc == 2
+        assert f"{path}:7:14: YAML tag '!!python/object/" in out
+    assert not marker.exists()
+
+
+def test_alias_bomb_is_refused_without_expanding(tmp_path):
+    # 10 levels of 10 aliases: 10**10 nodes if anything expanded it
+    from app.errors import PlanError
+    from app.plan.loader import load_plan_bytes
+
+    lines = ["a0: &a0 [x]"] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 11)
+    ]
+    with pytest.raises(PlanError, match=r"bomb.yaml:1:5: YAML anchor '&a0' is not allowed"):
+        load_plan_bytes("bomb.yaml", "\n".join(lines).encode())

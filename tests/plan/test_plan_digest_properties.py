@@ -292,3 +292,33 @@ def test_structural_changes_change_the_digest(plan, data):
         changed["steps"][-1]["id"] = "renamed-step"
     other = load(json.dumps(changed).encode())
     assert other.digest != loaded.digest
+
+
+def test_digest_binds_the_effective_inputs_not_the_text():
+    """Same text, different action defaults → different digest (what runs is what was approved)."""
+    from pydantic import Field
+
+    from app.actions.builtin import NoopInputs
+    from app.actions.registry import BUILTINS, ActionRegistry, ActionSpec
+
+    class LouderNoop(NoopInputs):
+        message: str = Field("changed default")
+
+    louder = ActionSpec("noop", LouderNoop, mutates=False, idempotent=True, summary="x")
+    other = ActionRegistry([louder, *(s for s in BUILTINS if s.name != "noop")])
+    text = json.dumps(
+        {
+            "apiVersion": "plangate.dev/v1",
+            "kind": "Plan",
+            "id": "p",
+            "title": "t",
+            "team": "t",
+            "environment": "e",
+            "steps": [{"id": "a", "action": "noop"}],
+        }
+    ).encode()
+    default = load_plan_bytes("p.yaml", text)
+    changed = load_plan_bytes("p.yaml", text, registry=other)
+    assert default.plan.steps[0].with_["message"] == ""
+    assert changed.plan.steps[0].with_["message"] == "changed default"
+    assert default.digest != changed.digest
