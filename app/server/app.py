@@ -22,7 +22,13 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import InputError
@@ -152,6 +158,16 @@ def create_app(settings: Settings, deps: Deps) -> FastAPI:
         ["event", "result"],
         registry=deps.registry,
     )
+    depth = Gauge(
+        "plangate_inbox_deliveries",
+        "Deliveries in the inbox by status",
+        ["status"],
+        registry=deps.registry,
+    )
+    for status in ("queued", "processing", "dead"):
+        depth.labels(status=status).set_function(
+            lambda s=status: deps.inbox.counts().get(s, 0)  # type: ignore[misc]
+        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

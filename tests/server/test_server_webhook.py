@@ -169,3 +169,20 @@ def test_missing_secret_is_startup_error(settings):
     bare = settings.model_copy(update={"github_webhook_secret": None})
     with pytest.raises(InputError, match="GITHUB_WEBHOOK_SECRET"):
         create_app(bare, make_deps(settings))
+
+
+def test_metrics_inbox_gauge(settings, fake):
+    client, _deps = _client(settings)
+    post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    assert 'plangate_inbox_deliveries{status="queued"} 1.0' in client.get("/metrics").text
+
+
+def test_manifest_matches_handled_events_and_least_privilege(repo_root, settings):
+    manifest = json.loads((repo_root / "docs" / "github-app-manifest.json").read_text())
+    deps = make_deps(settings)
+    handled = {event for event, _action in deps.router._routes}
+    always_delivered = {"installation", "installation_repositories"}
+    assert set(manifest["default_events"]) == handled - always_delivered
+    perms = manifest["default_permissions"]
+    assert perms["checks"] == "write"
+    assert all(v == "read" for k, v in perms.items() if k != "checks")
