@@ -31,6 +31,7 @@ from pydantic import (
     Field,
     JsonValue,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -146,9 +147,14 @@ class AuditEventDraft(BaseModel):
 
     @field_validator("payload")
     @classmethod
-    def _canonicalisable(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    def _canonicalisable(
+        cls, value: dict[str, JsonValue], info: ValidationInfo
+    ) -> dict[str, JsonValue]:
         # Fail at the producer, not at commit or verify time: NaN, Infinity and integers
-        # beyond 2**53 have no RFC 8785 form.
+        # beyond 2**53 have no RFC 8785 form. (``verify_records`` has just hashed the whole
+        # event, payload included, and says so in the context: no need to do it twice.)
+        if info.context and info.context.get("canonical_checked"):
+            return value
         try:
             canonical_bytes(value)
         except (ValueError, TypeError, UnicodeError, rfc8785.CanonicalizationError) as exc:
@@ -167,12 +173,8 @@ class AuditEvent(AuditEventDraft):
     hash: Digest
 
     def to_json_line(self) -> str:
-        """The stored form: one compact JSON object, no trailing newline."""
-        return json.dumps(
-            self.model_dump(mode="json", exclude_none=True),
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        """The stored form: RFC 8785 canonical JSON of the event, no trailing newline."""
+        return canonical_bytes(self.model_dump(mode="json", exclude_none=True)).decode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +238,25 @@ def event_hash(body: dict[str, Any]) -> str:
     return "sha256:" + sha256_hex(canonical_bytes(body))
 
 
+def _line_hash(line: str, stored: Any) -> str | None:
+    """``stored`` if the line proves it cheaply, else None (then the caller re-canonicalises).
+
+    Stored lines are RFC 8785 canonical JSON of the whole event, so the line with its one
+    ``,"hash":"…"`` member cut out is byte for byte the canonical JSON that was hashed. If
+    hashing those bytes gives ``stored``, the content is exactly what was hashed (SHA-256
+    collision resistance); nothing else needs recomputing. Only used when ``"hash":`` occurs
+    once, so the member cut out is the top-level one the parser read ``stored`` from.
+    """
+    if not isinstance(stored, str) or line.count('"hash":') != 1:
+        return None
+    member = f',"hash":"{stored}"'
+    if member not in line:
+        return None
+    body = line.replace(member, "", 1).encode("utf-8")
+    digest = "sha256:" + sha256_hex(body)
+    return stored if digest == stored else None
+
+
 def chain(drafts: Sequence[AuditEventDraft], head: ChainHead) -> list[AuditEvent]:
     """Place ``drafts`` after ``head``, in order: assign ``seq``, ``prev_hash`` and ``hash``."""
     return [event for event, _ in chain_lines(drafts, head)]
@@ -262,7 +283,7 @@ def chain_lines(drafts: Sequence[AuditEventDraft], head: ChainHead) -> list[tupl
             prev_hash=prev,
             hash=digest,
         )
-        line = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        line = canonical_bytes(body).decode("utf-8")
         out.append((event, line))
         prev = digest
     return out
@@ -310,6 +331,7 @@ def verify_records(
     count = 0
     for where, raw in records:
         expected_seq = head.seq + 1
+        line = raw if isinstance(raw, str) else None
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)
@@ -340,7 +362,9 @@ def verify_records(
             )
         stored = raw.get("hash")
         try:
-            actual = event_hash(raw)
+            actual = _line_hash(line, stored) if line is not None else None
+            if actual is None:
+                actual = event_hash(raw)
         except (ValueError, TypeError, UnicodeError, rfc8785.CanonicalizationError) as exc:
             return VerifyResult(
                 count, head, ChainBreak(seq_int, where, f"cannot be canonicalised: {exc}")
@@ -357,7 +381,7 @@ def verify_records(
                 ),
             )
         try:
-            AuditEvent.model_validate(raw)
+            AuditEvent.model_validate(raw, context={"canonical_checked": True})
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "(event)"

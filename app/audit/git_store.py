@@ -248,6 +248,14 @@ class GitAuditStore:
     def _read_blob(self, sha: str) -> bytes:
         return self._repo.odb.stream(bytes.fromhex(sha)).read()
 
+    def _blob_lines(self, sha: str) -> list[str]:
+        """The lines of a segment. Split on "\\n" only: U+2028 and friends are legal, unescaped,
+        inside JSON strings. Undecodable bytes become U+FFFD, so verify reports an edit."""
+        lines = self._read_blob(sha).decode("utf-8", errors="replace").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return lines
+
     def _segment_records(
         self, segments: Sequence[Segment], after_seq: int = 0, *, strict: bool = True
     ) -> Iterator[tuple[str, Any]]:
@@ -255,8 +263,7 @@ class GitAuditStore:
         for seg in segments:
             if seg.last <= after_seq:
                 continue
-            text = self._read_blob(seg.blob).decode("utf-8")
-            for lineno, line in enumerate(text.splitlines(), start=1):
+            for lineno, line in enumerate(self._blob_lines(seg.blob), start=1):
                 try:
                     data = json.loads(line)
                 except json.JSONDecodeError as exc:
@@ -305,7 +312,7 @@ class GitAuditStore:
             data = data[:end]
             if offset == 0:
                 first = data[: data.find(b"\n") + 1] if data else b""
-        for raw in data.splitlines():
+        for raw in data.split(b"\n"):
             if not raw.strip():
                 continue
             line = raw.decode("utf-8")
@@ -527,8 +534,7 @@ class GitAuditStore:
                 yield entry.data, entry.line
 
     def _segment_lines(self, seg: Segment) -> Iterator[tuple[str, dict[str, Any], str]]:
-        text = self._read_blob(seg.blob).decode("utf-8")
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in enumerate(self._blob_lines(seg.blob), start=1):
             where = f"{seg.path}:{lineno}"
             try:
                 data = json.loads(line)

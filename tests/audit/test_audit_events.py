@@ -20,6 +20,7 @@ from app.audit.events import (
     canonical_bytes,
     chain,
     event_hash,
+    verify_records,
 )
 
 _KEYS = st.text(
@@ -124,3 +125,42 @@ def test_optional_fields_are_omitted_not_null():
     data = json.loads(event.to_json_line())
     assert "plan_id" not in data and "step" not in data
     assert data["plan_digest"] == DIGEST
+
+
+# -- stored lines are canonical; verification trusts bytes only when they prove themselves ----
+
+
+def _line_records(events):
+    return [(f"#{e.seq}", e.to_json_line()) for e in events]
+
+
+def test_stored_line_is_rfc8785_of_the_whole_event():
+    event = chain([draft(0, payload={"f": 1.5, "z": "\u2028"})], ChainHead())[0]
+    assert event.to_json_line().encode() == rfc8785.dumps(json.loads(event.to_json_line()))
+
+
+def test_reformatted_but_equal_lines_still_verify():
+    events = chain([draft(i) for i in range(3)], ChainHead())
+    records = [(w, json.dumps(json.loads(line), indent=1)) for w, line in _line_records(events)]
+    assert verify_records(records).ok
+
+
+def test_payload_with_its_own_hash_key_verifies():
+    events = chain([draft(0, payload={"hash": "sha256:" + "0" * 64})], ChainHead())
+    assert verify_records(_line_records(events)).ok
+
+
+def test_smuggled_member_is_detected():
+    events = chain([draft(i) for i in range(2)], ChainHead())
+    records = _line_records(events)
+    where, line = records[1]
+    records[1] = (where, line.replace('{"actor"', '{"actor_note":"x","actor"', 1))
+    result = verify_records(records)
+    assert not result.ok and result.first_break.seq == 2
+
+
+def test_line_separator_in_payload_survives_git(git_store):
+    written = git_store.append([draft(0, payload={"text": "a\u2028b\u0085c"})])
+    git_store.commit()
+    assert list(git_store.events()) == written
+    assert git_store.verify().ok
