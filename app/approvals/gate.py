@@ -17,7 +17,7 @@ Rules (docs/approvals.md has examples):
    ``DISMISSED``, ordered by ``submitted_at`` then review id. ``COMMENTED`` does not cancel an
    earlier approval (GitHub's own rule; a comment is not a change of mind).
 2. The PR author never counts, nor anyone who authored, committed, co-authored or pushed a
-   commit of the PR. ``GateOptions`` can only make this stricter.
+   commit of the PR, nor an App's bot account. ``GateOptions`` can only make this stricter.
 3. Content-bound staleness: an approval given on an earlier commit counts only if every file the
    PR changes has the same git blob SHA at that commit and at the head. A no-op rebase or a base
    merge keeps approvals; any change to any file of the PR drops them.
@@ -77,6 +77,7 @@ IgnoredCode = Literal[
     "superseded",
     "dismissed",
     "author",
+    "bot",
     "contributor",
     "excluded",
     "stale",
@@ -280,8 +281,19 @@ class _Eval:
 
     def permission(self, login: str) -> tuple[bool, Permission | None]:
         key = login.lower()
+
+        def lookup() -> Permission | None:
+            try:
+                return self.ctx.permission(login)
+            except GitHubError as exc:
+                # 404: not a user of this repository (e.g. an App's bot account): no access,
+                # not an outage; otherwise one drive-by review could wedge the gate
+                if exc.status == 404:
+                    return None
+                raise
+
         if key not in self._perm_cache:
-            ok, perm = self.call(f"permission of @{login}", lambda: self.ctx.permission(login))
+            ok, perm = self.call(f"permission of @{login}", lookup)
             self._perm_cache[key] = (ok, perm)
         return self._perm_cache[key]
 
@@ -402,6 +414,12 @@ def _valid_approvals(
             ev.ignore(review, "error", f"{on} cannot be checked: the PR author is unknown")
         elif key == author.lower():
             ev.ignore(review, "author", f"{on} does not count: @{review.login} opened the PR")
+        elif key.endswith("[bot]"):
+            # an App's approval is not a person's: e.g. github-actions[bot] approving from a
+            # workflow the PR author controls
+            ev.ignore(
+                review, "bot", f"{on} does not count: @{review.login} is an app, not a person"
+            )
         elif contributors is None:
             ev.ignore(
                 review,

@@ -522,3 +522,26 @@ def test_search_budget_exhaustion_never_satisfies():
     result = judge(reqs, FakePullContext().approve(*people))
     assert not result.satisfied
     assert "too many combinations" in result.reason
+
+
+def test_bot_approval_never_counts():
+    # e.g. a workflow in the PR approving with GITHUB_TOKEN as github-actions[bot]
+    ctx = FakePullContext().approve("github-actions[bot]")
+    result = judge(ONE, ctx)
+    assert result.status == "pending"
+    assert ignored_codes(result) == {"github-actions[bot]": "bot"}
+
+
+def test_permission_404_means_no_access_not_outage():
+    ctx = FakePullContext().approve("drive-by", "alice")
+
+    def permission(login):
+        if login == "drive-by":
+            raise GitHubError("drive-by is not a user", status=404)
+        return "write"
+
+    ctx.permission = permission  # type: ignore[method-assign]
+    result = judge(ONE, ctx)
+    assert result.satisfied
+    assert result.errors == ()
+    assert counted(result) == ["alice"]
