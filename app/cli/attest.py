@@ -29,18 +29,18 @@ from app.approvals.attest import (
     RepositoryRef,
     Risk,
     build_statement,
-    local_attestation_path,
 )
 from app.approvals.verify import verify_for_execution
 from app.errors import AttestationError, InputError
 from app.plan.digest import canonical_json
 from app.plan.loader import load_plan
 from app.signing import Signer, Trust, TrustedIdentity, TrustedKey, github_workflow_identity
+from app.signing.local_store import DEFAULT_ATTESTATION_DIR, read_local, write_local
 
 __all__ = ["register"]
 
 DEFAULT_KEY = Path(".plangate/keys/approval.pem")
-DEFAULT_DIR = Path(".plangate/attestations")
+DEFAULT_DIR = DEFAULT_ATTESTATION_DIR
 LOCAL_REPO = "local"
 _TTL_RE = re.compile(r"^(\d+)([mhd])$")
 _TTL_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -170,13 +170,6 @@ def _repo_path(path: Path) -> str:
     return rel.as_posix()
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # atomic: a reader never sees half an attestation
-
-
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -251,8 +244,7 @@ def run_attest(args: argparse.Namespace) -> int:
     signer = _signer(args)
     document = signer.sign(INTOTO_PAYLOAD_TYPE, statement.payload())
     for lp in loaded:
-        out = args.dir / local_attestation_path(lp.digest, signer.kind)
-        _write_new(out, document)
+        out = write_local(args.dir, lp.digest, signer.kind, document)
         print(f"{lp.path}: attestation written to {out}")
     return 0
 
@@ -292,24 +284,17 @@ def _trust(args: argparse.Namespace) -> Trust:
 
 def run_verify(args: argparse.Namespace) -> int:
     loaded = load_plan(args.plan)
-    path = args.attestation or args.dir / local_attestation_path(loaded.digest)
+    trust = _trust(args)  # bad trust arguments are input errors (exit 2), not a failed check
     try:
-        document = path.read_bytes()
-    except OSError as exc:
-        print(
-            f"plangate verify: FAILED check 'missing': {path}: no attestation for plan digest "
-            f"{loaded.digest} ({exc.strerror})\n\nWhat to do: if the plan changed since it was "
-            "approved, it must be approved again; approve it (`plangate attest` locally, or "
-            "code review on its pull request) or pass --attestation FILE",
-            file=sys.stderr,
-        )
-        return 1
-    try:
+        if args.attestation is not None:
+            path, document = args.attestation, _read_attestation(args.attestation)
+        else:
+            path, document = read_local(args.dir, loaded.digest, plan=loaded.path)
         verified = verify_for_execution(
             _repo_path(Path(loaded.path)),
             loaded.digest,
             document,
-            _trust(args),
+            trust,
             args.repo,
             args.pr,
             datetime.now(UTC),
@@ -321,3 +306,14 @@ def run_verify(args: argparse.Namespace) -> int:
         return 1
     print(verified.summary())
     return 0
+
+
+def _read_attestation(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AttestationError(
+            f"{path}: cannot read the attestation ({exc.strerror})",
+            check="missing",
+            hint="pass the attestation file written by `plangate attest`",
+        ) from exc
