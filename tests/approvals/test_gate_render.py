@@ -153,3 +153,27 @@ def test_no_requirements_needed_title():
     blocked = evaluate_gate(ApprovalRequirements(), FakePullContext(), now=T0)
     assert title(blocked) == "Approval blocked"
     assert "failing closed" in render_markdown(blocked)
+
+
+def test_carried_over_approval_marked():
+    ctx = FakePullContext(
+        changed_files_value=[ChangedFile("plans/db.yaml")],
+        file_blobs_value={OLD: {"plans/db.yaml": "x"}, HEAD: {"plans/db.yaml": "x"}},
+    ).approve("sam", commit=OLD)
+    md = render_markdown(evaluate_gate(REQS, ctx, now=T0))
+    assert "@sam ([review](" in md and "on `bbbbbbb, carried over`)" in md
+
+
+def test_gate_to_dict_is_json():
+    import json
+
+    from app.approvals.render import gate_to_dict
+
+    ctx = FakePullContext().approve("sam", "dora", "author")
+    ctx.review("x", "CHANGES_REQUESTED")
+    data = json.loads(json.dumps(gate_to_dict(evaluate_gate(REQS, ctx, now=T0))))
+    assert data["status"] == "rejected" and data["satisfied"] is False
+    assert data["head_sha"] == HEAD
+    assert data["requirements"][0]["counted"][0]["login"] == "sam"
+    assert data["ignored"][0]["code"] == "author"
+    assert data["rejections"][0]["login"] == "x"
