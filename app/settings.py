@@ -33,6 +33,9 @@ class Settings(BaseModel):
         DEFAULT_API_URL, description="GITHUB_API_URL (GHES: https://HOST/api/v3)"
     )
     data_dir: Path = Field(Path(".plangate"), description="PLANGATE_DATA_DIR")
+    agent_base_url: str | None = Field(
+        None, description="PLANGATE_AGENT_BASE_URL: OpenAI-compatible API for the agent action"
+    )
     github_token: SecretStr | None = Field(
         None, description="GITHUB_TOKEN (plangate propose without App credentials)"
     )
@@ -77,6 +80,14 @@ class Settings(BaseModel):
             values["github_api_url"] = url
         if env.get("PLANGATE_DATA_DIR"):
             values["data_dir"] = env["PLANGATE_DATA_DIR"]
+        if env.get("PLANGATE_AGENT_BASE_URL"):
+            agent_url = env["PLANGATE_AGENT_BASE_URL"].rstrip("/")
+            if not agent_url.startswith(("https://", "http://")):
+                raise InputError(
+                    f"PLANGATE_AGENT_BASE_URL={agent_url!r} is not an http(s) URL",
+                    hint="use e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1",
+                )
+            values["agent_base_url"] = agent_url
         if env.get("GITHUB_TOKEN"):
             values["github_token"] = env["GITHUB_TOKEN"]
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Implementations", "builtin_implementations", "implementations"]
+__all__ = ["Implementations", "builtin_implementations", "implementations", "settings_deps"]
 
 
 def __getattr__(name: str) -> Any:

@@ -31,9 +31,9 @@ from app.execute.actions.http import HttpAction
 from app.execute.actions.noop import NoopAction
 from app.execute.actions.probe import ProbeAction
 from app.execute.actions.shell import ShellAction
-from app.settings import DEFAULT_API_URL
+from app.settings import DEFAULT_API_URL, Settings
 
-__all__ = ["Implementations", "builtin_implementations", "implementations"]
+__all__ = ["Implementations", "builtin_implementations", "implementations", "settings_deps"]
 
 
 def builtin_implementations(
@@ -81,6 +81,13 @@ def builtin_implementations(
         GitHubIssueAction(client_factory=factory),
     ]
     return {action.name: action for action in actions}
+
+
+def settings_deps(settings: Settings) -> dict[str, object]:
+    """The dependencies that come from configuration (``GITHUB_API_URL``,
+    ``PLANGATE_AGENT_BASE_URL``): ``implementations(registry, **settings_deps(s), base_env=...)``.
+    """
+    return {"github_api_url": settings.github_api_url, "agent_base_url": settings.agent_base_url}
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from action_helpers import make_ctx, run
 from pydantic import BaseModel, ConfigDict
 
 from app.actions.builtin import NoopInputs
 from app.actions.registry import ActionRegistry, ActionSpec
-from app.execute.actions import builtin_implementations, implementations
+from app.errors import InputError
+from app.execute.actions import builtin_implementations, implementations, settings_deps
 from app.execute.actions.base import ActionContext, ActionResult
+from app.settings import Settings
 
 
 class EchoInputs(BaseModel):
@@ -91,3 +94,27 @@ def test_importing_the_port_does_not_load_http_adapters():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_agent_endpoint_is_configured_by_env_through_settings():
+    settings = Settings.from_env({"PLANGATE_AGENT_BASE_URL": "http://127.0.0.1:11434/v1/"})
+    assert settings.agent_base_url == "http://127.0.0.1:11434/v1"
+    assert Settings.from_env({}).agent_base_url is None
+    with pytest.raises(InputError, match="PLANGATE_AGENT_BASE_URL='ftp://x'"):
+        Settings.from_env({"PLANGATE_AGENT_BASE_URL": "ftp://x"})
+
+
+def test_settings_reach_the_agent_and_github_actions():
+    settings = Settings.from_env(
+        {
+            "PLANGATE_AGENT_BASE_URL": "http://llm.local/v1",
+            "GITHUB_API_URL": "https://ghe.example/api/v3",
+        }
+    )
+    deps = settings_deps(settings)
+    assert deps == {
+        "github_api_url": "https://ghe.example/api/v3",
+        "agent_base_url": "http://llm.local/v1",
+    }
+    impls = implementations(ActionRegistry.builtins(), **deps)
+    assert impls.actions["agent"].breaker_key(NoopInputs()) == "agent:llm.local"
