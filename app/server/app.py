@@ -29,7 +29,6 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from starlette.concurrency import run_in_threadpool
 
 from app.errors import InputError
 from app.github.auth import AppCredentials, InstallationTokens
@@ -37,6 +36,7 @@ from app.github.client import GitHubCache, HttpRetry, RepoClient
 from app.server.evaluate import Evaluator, NotConfiguredEvaluator, PullRequestPipeline
 from app.server.handlers import RepoClients, build_router
 from app.server.inbox import Inbox
+from app.server.ingest import GroupCommitter
 from app.server.webhooks import Event, MalformedDelivery, Router, verify_signature
 from app.server.worker import Worker, WorkerPolicy
 from app.settings import Settings
@@ -169,6 +169,8 @@ def create_app(settings: Settings, deps: Deps) -> FastAPI:
             lambda s=status: deps.inbox.counts().get(s, 0)  # type: ignore[misc]
         )
 
+    committer = GroupCommitter(deps.inbox)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if deps.start_worker:
@@ -176,6 +178,7 @@ def create_app(settings: Settings, deps: Deps) -> FastAPI:
         try:
             yield
         finally:
+            committer.stop()
             if deps.start_worker:
                 deps.worker.stop()
 
@@ -217,7 +220,7 @@ def create_app(settings: Settings, deps: Deps) -> FastAPI:
             installation
         ) in ("deleted", "suspended"):
             return answer(202, "ignored", event.name, reason="App installation removed")
-        stored = await run_in_threadpool(deps.inbox.add, event, body, now=deps.clock())
+        stored = await committer.add(event, body, now=deps.clock())
         if not stored:
             return answer(200, "duplicate", event.name)
         deps.worker.notify()

@@ -76,14 +76,11 @@ _COLUMNS = (
 )
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Pending:
     event: Event
     body: bytes
     now: float
-    done: bool = False
-    stored: bool = False
-    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +118,6 @@ class Inbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._cv = threading.Condition()
-        self._pending: list[_Pending] = []
-        self._writing = False
         self._db = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=10.0
         )
@@ -159,39 +153,15 @@ class Inbox:
 
         A pull_request/check_suite delivery supersedes queued (not yet started) deliveries for
         the same pull request at another head SHA: their results would be overwritten anyway.
-
-        Group commit: concurrent callers share one transaction (one fsync). The first caller
-        to find no writer active becomes the writer for everything queued so far; the others
-        wait for it. Each caller returns only after its own delivery is committed.
         """
-        item = _Pending(event, body, now)
-        with self._cv:
-            self._pending.append(item)
-            while not item.done and self._writing:
-                self._cv.wait()
-            if not item.done:
-                self._writing = True
-                batch, self._pending = self._pending, []
-            else:
-                batch = []
-        if batch:
-            try:
-                results = self._insert(batch)
-            except BaseException as exc:
-                for pending in batch:
-                    pending.error = exc
-            else:
-                for pending, stored in zip(batch, results, strict=True):
-                    pending.stored = stored
-            finally:
-                with self._cv:
-                    for pending in batch:
-                        pending.done = True
-                    self._writing = False
-                    self._cv.notify_all()
-        if item.error is not None:
-            raise item.error
-        return item.stored
+        return self.add_many([(event, body, now)])[0]
+
+    def add_many(self, items: list[tuple[Event, bytes, float]]) -> list[bool]:
+        """Store several deliveries in one transaction (one fsync): group commit for the server.
+
+        Returns, per item, whether it was stored (False: duplicate id, also within ``items``).
+        """
+        return self._insert([_Pending(e, b, n) for e, b, n in items])
 
     def _insert(self, batch: list[_Pending]) -> list[bool]:
         results: list[bool] = []

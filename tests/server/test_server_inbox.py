@@ -81,7 +81,7 @@ def test_processing_delivery_is_not_superseded(tmp_path):
     assert inbox.get("old").status == "processing"
 
 
-def test_concurrent_adds_group_commit_each_stored_once(tmp_path):
+def test_concurrent_adds_each_stored_once(tmp_path):
     inbox = Inbox.in_dir(tmp_path)
     results: dict[str, list[bool]] = {}
     lock = threading.Lock()
@@ -118,3 +118,30 @@ def test_wal_mode(tmp_path):
 
     db = sqlite3.connect(inbox.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_group_committer_stores_each_once_and_answers_each_request(tmp_path):
+    import asyncio
+
+    from app.server.ingest import GroupCommitter
+
+    inbox = Inbox.in_dir(tmp_path)
+    committer = GroupCommitter(inbox)
+    calls: list[int] = []
+    original = inbox.add_many
+
+    def spy(items):
+        calls.append(len(items))
+        return original(items)
+
+    inbox.add_many = spy  # type: ignore[method-assign]
+
+    async def main() -> list[bool]:
+        events = [_event(f"d{i % 40}", number=i % 40, sha=f"{i % 40:040x}") for i in range(80)]
+        return await asyncio.gather(*(committer.add(e, b"{}", now=1.0) for e in events))
+
+    results = asyncio.run(main())
+    committer.stop()
+    assert results.count(True) == 40 and results.count(False) == 40
+    assert sum(calls) == 80  # every delivery went through a (shared) transaction
+    assert inbox.counts() == {"queued": 40}
