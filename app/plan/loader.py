@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import rfc8785
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.actions.registry import ActionRegistry, ActionSpec, default_registry
 from app.errors import Issue, PlanError
@@ -167,8 +167,9 @@ def parse_plan(
                     tolerated.add(raw_step["id"])
         graph_input = [(i, s.id, s.needs) for i, s in steps]
 
+    validated: dict[tuple[str | int, ...], BaseModel] = {}
     registry_findings = check_steps(
-        steps, registry, all_ids=[s.id for _, s in steps], raw_steps=raw_steps
+        steps, registry, all_ids=[s.id for _, s in steps], raw_steps=raw_steps, validated=validated
     )
     findings += registry_findings
     findings += check_graph(graph_input, tolerated)
@@ -180,12 +181,14 @@ def parse_plan(
     if issues or plan is None:
         return None, doc.source, issues
     try:
-        return _resolve_defaults(plan, registry), doc.source, []
+        return _resolve_defaults(plan, registry, validated), doc.source, []
     except _InputsFailed as exc:
         return None, doc.source, [_to_issue(path, doc.source, exc.finding)]
 
 
-def _resolve_defaults(plan: Plan, registry: ActionRegistry) -> Plan:
+def _resolve_defaults(
+    plan: Plan, registry: ActionRegistry, validated: dict[tuple[str | int, ...], BaseModel]
+) -> Plan:
     """Fill in what the plan leaves to defaults, so the digest binds the *effective* plan.
 
     ``mutates``/``idempotent`` come from the action; ``with`` (and a compensation's ``with``)
@@ -199,7 +202,9 @@ def _resolve_defaults(plan: Plan, registry: ActionRegistry) -> Plan:
         if spec is None:  # pragma: no cover - rejected by check_steps before we get here
             raise PlanError([Issue("<plan>", f"unknown action '{step.action}'", "action.unknown")])
         where = ("steps", index, "with")
-        update: dict[str, Any] = {"with_": _effective_inputs(spec, step.with_, where, step.id)}
+        update: dict[str, Any] = {
+            "with_": _effective_inputs(spec, step.with_, where, step.id, validated.get(where))
+        }
         if step.mutates is None:
             update["mutates"] = spec.mutates
         if step.idempotent is None:
@@ -207,11 +212,9 @@ def _resolve_defaults(plan: Plan, registry: ActionRegistry) -> Plan:
         if isinstance(step.compensate, Compensation):
             comp_spec = registry.get(step.compensate.action)
             if comp_spec is not None:
+                comp_where = ("steps", index, "compensate", "with")
                 comp_with = _effective_inputs(
-                    comp_spec,
-                    step.compensate.with_,
-                    ("steps", index, "compensate", "with"),
-                    step.id,
+                    comp_spec, step.compensate.with_, comp_where, step.id, validated.get(comp_where)
                 )
                 update["compensate"] = step.compensate.model_copy(update={"with_": comp_with})
         resolved.append(step.model_copy(update=update))
@@ -225,11 +228,15 @@ class _InputsFailed(Exception):
 
 
 def _effective_inputs(
-    spec: ActionSpec, inputs: dict[str, Any], where: tuple[str | int, ...], step_id: str
+    spec: ActionSpec,
+    inputs: dict[str, Any],
+    where: tuple[str | int, ...],
+    step_id: str,
+    validated: BaseModel | None,
 ) -> dict[str, Any]:
     try:
-        validated = spec.inputs.model_validate(inputs)
-        return validated.model_dump(mode="json", by_alias=True)
+        model = validated if validated is not None else spec.inputs.model_validate(inputs)
+        return model.model_dump(mode="json", by_alias=True)
     except Exception as exc:  # validated once already: only a broken plugin model gets here
         raise _InputsFailed(
             Finding(

@@ -291,13 +291,21 @@ def check_steps(
     *,
     all_ids: Sequence[str],
     raw_steps: Sequence[Any],
+    validated: dict[DataPath, BaseModel] | None = None,
 ) -> list[Finding]:
-    """Semantic checks of structurally valid steps (``(index in file, step)`` pairs)."""
+    """Semantic checks of structurally valid steps (``(index in file, step)`` pairs).
+
+    ``validated`` collects each ``with`` that passed its action's input model, keyed by the data
+    path of the ``with``, so the loader fills in defaults without validating it a second time.
+    """
+    validated = {} if validated is None else validated
     findings: list[Finding] = []
     for index, step in plan_steps:
         base: DataPath = ("steps", index)
         raw = raw_steps[index] if index < len(raw_steps) else {}
-        findings += _check_action(step.action, step.with_, (*base,), raw, registry, step.id)
+        findings += _check_action(
+            step.action, step.with_, (*base,), raw, registry, step.id, validated
+        )
         spec = registry.get(step.action)
         fixed = spec is not None and spec.mutates_fixed
         if fixed and step.mutates is not None and step.mutates != spec.mutates:
@@ -337,6 +345,7 @@ def check_steps(
                 comp_raw,
                 registry,
                 step.id,
+                validated,
             )
         elif isinstance(step.compensate, NoCompensation) and not mutates:
             pass  # harmless: documents intent on a read-only step
@@ -350,6 +359,7 @@ def _check_action(
     raw: Any,
     registry: ActionRegistry,
     step_id: str,
+    validated: dict[DataPath, BaseModel],
 ) -> list[Finding]:
     spec = registry.get(action)
     if spec is None:
@@ -370,7 +380,7 @@ def _check_action(
             )
         ]
     try:
-        spec.inputs.model_validate(inputs)
+        validated[(*base, "with")] = spec.inputs.model_validate(inputs)
     except ValidationError as exc:
         raw_with = raw.get("with", {}) if isinstance(raw, dict) else {}
         return [
