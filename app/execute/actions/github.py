@@ -189,21 +189,31 @@ class GitHubWorkflowAction(_GitHubAction):
         )
 
     @staticmethod
-    async def _newest_dispatch_run(call: _Counting, base: str) -> int:
+    async def _dispatch_runs(call: _Counting, base: str) -> list[dict[str, Any]]:
         response = await call(
             "GET", f"{base}/runs", params={"event": "workflow_dispatch", "per_page": 20}
         )
         runs = (response.data or {}).get("workflow_runs") or []
-        return max((int(r["id"]) for r in runs if "id" in r), default=0)
+        return [r for r in runs if isinstance(r, dict) and isinstance(r.get("id"), int)]
+
+    async def _newest_dispatch_run(self, call: _Counting, base: str) -> int:
+        return max((r["id"] for r in await self._dispatch_runs(call, base)), default=0)
 
     async def _find_new_run(
         self, call: _Counting, base: str, before: int, data: GitHubWorkflowInputs
     ) -> int:
-        """GitHub creates the run asynchronously; poll until a newer dispatch run shows up."""
+        """GitHub creates the run asynchronously; poll until a newer dispatch run on our ref
+        shows up. The oldest such run is ours unless someone dispatched the same workflow on the
+        same ref in the same seconds (GHES only: GitHub.com returns the run id)."""
+        ref = data.ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
         while True:
-            newest = await self._newest_dispatch_run(call, base)
-            if newest > before:
-                return newest
+            ours = [
+                r["id"]
+                for r in await self._dispatch_runs(call, base)
+                if r["id"] > before and r.get("head_branch") in (None, ref)
+            ]
+            if ours:
+                return min(ours)
             await self._sleep(data.poll_interval)
 
     async def _wait(

@@ -160,9 +160,12 @@ def test_ghes_without_run_details_finds_the_new_run():
     """GHES 3.19 answers 204; the run is the first dispatch run newer than the one seen before."""
     gh = FakeGitHub(prefix="/api/v3", schemas="ghes-3.19")
     old = example("actions/list-workflow-runs")
-    new = copy.deepcopy(old)
-    new["workflow_runs"][0]["id"] = 30433643
-    lists = [old, old, new]  # before the dispatch; GitHub still creating it; the new run
+    other = copy.deepcopy(old)  # someone else's dispatch on another branch: not ours
+    other["workflow_runs"].insert(0, {**old["workflow_runs"][0], "id": 30433650})
+    new = copy.deepcopy(other)
+    new["workflow_runs"].insert(0, {**old["workflow_runs"][0], "id": 30433651})
+    new["workflow_runs"][0]["head_branch"] = "v2.41.0"
+    lists = [old, other, new]  # before the dispatch; not ours yet; ours
     gh.answers["actions/list-workflow-runs"] = lambda r: httpx.Response(200, json=lists.pop(0))
     gh.answers["actions/create-workflow-dispatch"] = lambda r: httpx.Response(204)
     gh.answers["actions/get-workflow-run"] = run_states(("completed", "success"))
@@ -177,9 +180,9 @@ def test_ghes_without_run_details_finds_the_new_run():
     ]
     listing = gh.calls[0][1]
     assert listing.url.params["event"] == "workflow_dispatch"
-    assert result.outputs["run_id"] == 30433643
+    assert result.outputs["run_id"] == 30433651
     run_get = next(r for op, r in gh.calls if op == "actions/get-workflow-run")
-    assert run_get.url.path == "/api/v3/repos/octo-org/octo-repo/actions/runs/30433643"
+    assert run_get.url.path == "/api/v3/repos/octo-org/octo-repo/actions/runs/30433651"
 
 
 def test_base_url_from_the_context_wins():
