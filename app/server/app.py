@@ -87,6 +87,7 @@ class Deps:
         configured"): fail closed. ``durable=False`` trades power-loss safety of acknowledged
         deliveries for latency (still safe against a killed process).
         """
+        _require_secret(settings)  # before anything touches the disk
         inbox = Inbox.in_dir(settings.data_dir, durable=durable)
         if clients is None:
             clients = app_clients(settings, http_retry=http_retry, clock=clock, sleep=sleep)
@@ -145,13 +146,20 @@ def app_clients(
     return clients
 
 
-def create_app(settings: Settings, deps: Deps) -> FastAPI:
-    if settings.github_webhook_secret is None:
+def _require_secret(settings: Settings) -> bytes:
+    if (
+        settings.github_webhook_secret is None
+        or not settings.github_webhook_secret.get_secret_value()
+    ):
         raise InputError(
             "GITHUB_WEBHOOK_SECRET is not set",
             hint="set it to the App's webhook secret; Plangate never accepts unsigned webhooks",
         )
-    secret = settings.github_webhook_secret.get_secret_value().encode()
+    return settings.github_webhook_secret.get_secret_value().encode()
+
+
+def create_app(settings: Settings, deps: Deps) -> FastAPI:
+    secret = _require_secret(settings)
     received = Counter(
         "plangate_webhook_deliveries",
         "Webhook deliveries by event and result",

@@ -186,3 +186,29 @@ def test_propose_same_plan_twice_is_clear_error(env, gh, tmp_path, monkeypatch, 
     assert main(["propose", str(plan), "--repo", "octo/ops"]) == 0
     assert main(["propose", str(plan), "--repo", "octo/ops"]) == 3
     assert "already proposed" in capsys.readouterr().err
+
+
+def test_serve_missing_secret_is_startup_error_naming_it(env, monkeypatch, capsys):
+    monkeypatch.delenv("GITHUB_WEBHOOK_SECRET", raising=False)
+    assert main(["serve", "--port", "0"]) == 2
+    assert "GITHUB_WEBHOOK_SECRET" in capsys.readouterr().err
+
+
+def test_serve_missing_app_id_is_startup_error_naming_it(env, monkeypatch, capsys):
+    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", "s")
+    monkeypatch.delenv("GITHUB_APP_ID")
+    assert main(["serve", "--port", "0"]) == 2
+    assert "GITHUB_APP_ID" in capsys.readouterr().err
+
+
+def test_serve_malformed_app_id_named(env, monkeypatch, capsys):
+    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", "s")
+    monkeypatch.setenv("GITHUB_APP_ID", "twelve")
+    assert main(["serve", "--port", "0"]) == 2
+    assert "GITHUB_APP_ID" in capsys.readouterr().err
+
+
+def test_serve_config_error_leaves_no_data_dir(env, monkeypatch):
+    monkeypatch.delenv("GITHUB_WEBHOOK_SECRET", raising=False)
+    assert main(["serve"]) == 2
+    assert not env.exists()

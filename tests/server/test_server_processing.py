@@ -340,3 +340,38 @@ def test_rest_calls_per_event_within_budget(settings, fake):
     assert review <= 3
     # token, files, plan blob, base tree, policies tree, policy blob, 4 check runs
     assert (first, cached, review) == (10, 6, 3)
+
+
+def test_title_edit_ignored_base_change_reevaluated(settings, fake):
+    client, deps = _setup(settings)
+    edited = webhook_fixture("pull_request.opened")
+    edited["action"] = "edited"
+    edited["changes"] = {"title": {"from": "old"}}
+    post(client, "pull_request", edited)
+    deps.worker.drain()
+    assert fake.calls == []
+    edited["changes"] = {"base": {"ref": {"from": "develop"}, "sha": {"from": "0" * 40}}}
+    post(client, "pull_request", edited)
+    deps.worker.drain()
+    assert set(fake.runs_for(HEAD)) == NAMES
+
+
+def test_check_run_requested_action_reruns(settings, fake):
+    client, deps = _setup(settings)
+    payload = webhook_fixture("check_run.rerequested")
+    payload["repository"]["full_name"] = REPO
+    payload["check_run"]["head_sha"] = HEAD
+    payload["check_run"]["pull_requests"] = [{"number": 2}]
+    post(client, "check_run", payload)
+    deps.worker.drain()
+    assert set(fake.runs_for(HEAD)) == NAMES
+    assert deps.inbox.counts() == {"done": 1}
+
+
+def test_closed_pr_not_evaluated(settings, fake):
+    client, deps = _setup(settings)
+    payload = webhook_fixture("pull_request.reopened")
+    payload["pull_request"]["state"] = "closed"
+    post(client, "pull_request", payload)
+    deps.worker.drain()
+    assert fake.calls == []
