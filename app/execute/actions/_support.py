@@ -24,6 +24,8 @@ T = TypeVar("T", bound=BaseModel)
 REDACTED = "***"
 #: how much of a remote error body goes into a message (enough to diagnose, not a dump)
 ERROR_BODY_CHARS = 500
+#: ``ActionResult.log`` is for people; the full (capped) output is in the outputs
+LOG_CHARS = 65_536
 
 
 def expect_inputs(inputs: BaseModel, model: type[T], ctx: ActionContext) -> T:

@@ -26,7 +26,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from app.actions.builtin import ShellInputs
-from app.execute.actions._support import Redactor, deadline, expect_inputs, secret
+from app.execute.actions._support import (
+    LOG_CHARS,
+    Redactor,
+    cap_text,
+    deadline,
+    expect_inputs,
+    secret,
+)
 from app.execute.actions.base import ActionContext, ActionResult, Usage
 from app.execute.actions.errors import ActionFailed
 
@@ -119,7 +126,10 @@ class ShellAction:
             for name, (_, cut) in (("stdout", out), ("stderr", err))
             if cut
         ]
-        log = "\n".join([f"$ {redact(shown)}  (exit {code})", *notes, stdout, stderr]).strip()
+        log, _ = cap_text(
+            "\n".join([f"$ {redact(shown)}  (exit {code})", *notes, stdout, stderr]).strip(),
+            LOG_CHARS,
+        )
         if code != 0:
             tail = stderr.strip()[-_STDERR_IN_MESSAGE:] or stdout.strip()[-_STDERR_IN_MESSAGE:]
             raise ActionFailed(

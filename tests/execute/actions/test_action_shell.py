@@ -117,6 +117,13 @@ def test_output_is_capped_and_the_cut_is_logged():
     assert "stdout truncated at 1000 bytes" in result.log
 
 
+def test_log_is_capped_even_when_outputs_are_large():
+    code = "import sys; sys.stdout.write('x' * 300000)"
+    result = run(shell().run(py(code), make_ctx()))
+    assert len(result.outputs["stdout"]) == 300000
+    assert len(result.log) == 65536
+
+
 def test_cwd_is_relative_to_the_work_dir(tmp_path: Path):
     (tmp_path / "sub").mkdir()
     inputs = py("import os; print(os.getcwd())", cwd="sub")
