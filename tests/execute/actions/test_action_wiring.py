@@ -118,3 +118,50 @@ def test_settings_reach_the_agent_and_github_actions():
     }
     impls = implementations(ActionRegistry.builtins(), **deps)
     assert impls.actions["agent"].breaker_key(NoopInputs()) == "agent:llm.local"
+
+
+PLUGIN = """
+from pydantic import BaseModel, ConfigDict
+
+from app.actions.registry import ActionSpec
+from app.execute.actions.base import ActionResult
+
+
+class GreetInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    who: str
+
+
+class GreetAction:
+    name = "acme.greet"
+
+    async def run(self, inputs, ctx):
+        return ActionResult(outputs={"greeting": f"hello {inputs.who} ({ctx.step_id})"})
+
+    def breaker_key(self, inputs):
+        return "acme.greet"
+
+
+SPEC = ActionSpec(
+    "acme.greet", GreetInputs, mutates=False, idempotent=True, summary="greet", run=GreetAction
+)
+"""
+
+
+def test_plugin_from_the_entry_point_runs(tmp_path, monkeypatch):
+    """A third-party package: entry point -> ActionSpec with ``run`` -> a runnable action."""
+    from importlib.metadata import EntryPoint
+
+    from app.actions import registry as registry_module
+
+    (tmp_path / "acme_greet_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eps = [EntryPoint("acme.greet", "acme_greet_plugin:SPEC", "plangate.actions")]
+    monkeypatch.setattr(registry_module, "entry_points", lambda *, group: eps)
+    registry = ActionRegistry.with_plugins()
+    got = implementations(registry)
+    assert got.errors == {}
+    action = got.actions["acme.greet"]
+    inputs = registry.get("acme.greet").inputs(who="ops")
+    result = run(action.run(inputs, make_ctx(step_id="hi")))
+    assert result.outputs == {"greeting": "hello ops (hi)"}
