@@ -29,6 +29,9 @@ CORE = [
     "execute/saga.py",
     "execute/refs.py",
     "audit/events.py",
+    "audit/query.py",
+    "audit/store.py",
+    "dashboard/data.py",
     "yaml_source.py",
     "check.py",
 ]
