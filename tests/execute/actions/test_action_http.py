@@ -194,3 +194,12 @@ def test_breaker_key_is_the_host():
     assert HttpAction().breaker_key(inputs(url="https://api.example.com:8443/x")) == (
         "http:api.example.com:8443"
     )
+
+
+def test_dry_run_sends_nothing_but_checks_secrets():
+    rec = answer(200)
+    data = inputs(secret_headers={"Authorization": "API_TOKEN"})
+    result = run(http(rec).run(data, make_ctx(dry_run=True, secrets={"API_TOKEN": "t-12345"})))
+    assert "dry run: would send GET" in result.log and rec.requests == []
+    with pytest.raises(StepFailed, match="secret 'API_TOKEN'"):
+        run(http(rec).run(data, make_ctx(dry_run=True)))

@@ -215,3 +215,29 @@ def test_runner_minutes_are_the_programs_wall_clock_time():
     action = ShellAction(base_env=BASE_ENV, monotonic=lambda: next(ticks))
     result = run(action.run(py("pass"), make_ctx()))
     assert result.usage.runner_minutes == 1.5
+
+
+# The leader exits at once; its background child keeps the output pipe open and lives on.
+DAEMONISER = """
+import subprocess, sys, os
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(f"{child.pid}")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc")
+def test_background_child_of_an_exited_program_is_killed_at_the_timeout(tmp_path: Path):
+    pidfile = tmp_path / "pids"
+
+    async def scenario() -> tuple[list[int], str]:
+        task = asyncio.create_task(shell().run(py(DAEMONISER, str(pidfile)), make_ctx(timeout=1.0)))
+        pids = await _wait_for_file(pidfile)
+        with pytest.raises(StepFailed) as info:
+            await task
+        return await _settle(pids), info.value.kind
+
+    survivors, kind = asyncio.run(scenario())
+    assert kind == "timeout"
+    assert survivors == []
