@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import replace
 
@@ -141,3 +142,55 @@ def test_one_more_approval_never_unsatisfies(reqs, ctx, login):
     more.review(login, "APPROVED")
     if before.satisfied:
         assert evaluate_gate(reqs, more, now=T0).satisfied
+
+
+def _oracle(reqs: ApprovalRequirements, approvers: list[str]) -> bool:
+    """Brute force: is there any assignment of approvers satisfying every entry?"""
+    members = {t: set(m) for t, m in reqs.team_members.items()}
+
+    def leaf_sets(req: Requirement) -> list[frozenset[str]]:
+        def eligible(p: str) -> bool:
+            if not req.users and not req.teams:
+                return True
+            return p in req.users or any(p in members.get(t, ()) for t in req.teams)
+
+        pool = [p for p in approvers if eligible(p)]
+        found = []
+        for combo in itertools.combinations(pool, req.count):
+            if req.distinct_teams > 1:
+                choices = [
+                    [t for t in req.teams if p in members.get(t, ())] or [None] for p in combo
+                ]
+                if not any(
+                    len({t for t in pick if t}) >= req.distinct_teams
+                    for pick in itertools.product(*choices)
+                ):
+                    continue
+            found.append(frozenset(combo))
+        return found
+
+    options = []
+    for node in reqs.all_of:
+        leaves = [node] if isinstance(node, Requirement) else list(node.any_of)
+        options.append([s for leaf in leaves for s in leaf_sets(leaf)])
+
+    def search(i: int, used: frozenset[str]) -> bool:
+        if i == len(options):
+            return True
+        for chosen in options[i]:
+            if reqs.distinct_approvers and chosen & used:
+                continue
+            if search(i + 1, used | chosen):
+                return True
+        return False
+
+    return search(0, frozenset())
+
+
+@SETTINGS
+@given(requirements, st.lists(st.sampled_from(PEOPLE[:-1]), max_size=5, unique=True))
+def test_assignment_found_whenever_one_exists(reqs, approvers):
+    reqs = reqs.model_copy(update={"excluded": {}})
+    ctx = FakePullContext(default_permission="admin").approve(*approvers)  # oracle: no perms
+    result = evaluate_gate(reqs, ctx, now=T0)
+    assert result.satisfied == _oracle(reqs, approvers)
