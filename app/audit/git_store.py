@@ -653,11 +653,17 @@ class GitAuditStore:
             return
         bases = self._repo.merge_base(local_tip, remote_tip)
         base_head = self._committed_head(bases[0].hexsha) if bases else ChainHead()
-        local_only = [d for _, d in self._segment_records(self.segments(local_tip))]
-        local_only = [d for d in local_only if d["seq"] > base_head.seq]
+        local_only = [d for _, d in self._segment_records(self.segments(local_tip), base_head.seq)]
         remote_head = self._committed_head(remote_tip)
         entries = self._rechain(local_only, remote_head)
         new = self._write_commit_on(remote_tip, local_tip, remote_head, entries)
+        # A verify anchor on one of the replaced (never published) commits would now look like
+        # a rewrite: move it back to the last published commit we share with the remote.
+        from app.audit.verify_git import read_anchor, write_anchor
+
+        anchor = read_anchor(self)
+        if anchor and not self.is_ancestor(anchor, new):
+            write_anchor(self, bases[0].hexsha if bases else None)
         log.info(
             "audit push: re-chained %d local events after remote seq %d (%s)",
             len(entries),

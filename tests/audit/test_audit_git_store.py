@@ -223,6 +223,20 @@ def test_push_rechains_after_non_fast_forward(remote_and_clones, make_draft):
     assert sb.verify().ok
 
 
+def test_push_rechain_keeps_verify_anchor_valid(remote_and_clones, make_draft):
+    _, (a, b) = remote_and_clones
+    sa, sb = GitAuditStore(a), GitAuditStore(b)
+    sa.append([make_draft(0)])
+    sa.push("origin", sleep=lambda _: None)
+    sb.append([make_draft(1)])
+    sb.commit()
+    assert sb.verify().ok  # anchors b's local-only commit
+    sb.push("origin", sleep=lambda _: None)  # that commit is replaced by a re-chained one
+    result = sb.verify()
+    assert result.ok, result.first_break
+    assert [e.seq for e in sb.events()] == [1, 2]
+
+
 def test_push_gives_up_with_a_clear_error(tmp_path, make_draft):
     store = GitAuditStore(tmp_path / "r", create=True)
     store.append([make_draft(0)])

@@ -260,3 +260,21 @@ def test_any_single_tampering_is_detected_at_the_first_affected_event(n, data, k
     assert not result.ok
     assert result.first_break.seq == expected
     assert result.count == (k + 1 if kind == "duplicate" else k)
+
+
+def test_event_moved_between_segments_is_named(store):
+    """Same events, same order, but a segment holds more lines than its name says."""
+
+    def edit(commits):
+        first = next(iter(commits[0]["files"]))
+        second = next(iter(commits[1]["files"]))
+        moved, *rest = commits[1]["files"][second].decode().splitlines()
+        commits[0]["files"][first] += (moved + "\n").encode()
+        commits[1]["files"][second] = ("\n".join(rest) + "\n").encode()
+        return commits
+
+    rewrite_history(_repo(store), DEFAULT_REF, edit)
+    result = store.verify()
+    assert not result.ok
+    assert result.first_break.seq == 11
+    assert "outside the seq range" in result.first_break.reason
