@@ -7,6 +7,8 @@ import json
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_attest_support import (
     DIGEST,
     HEAD,
@@ -34,6 +36,9 @@ TRUST = trust_for(KEY)
 def signed(statement: ApprovalStatement | None = None, key=KEY) -> bytes:
     statement = statement or pr_statement()
     return LocalKeySigner(key).sign(INTOTO_PAYLOAD_TYPE, statement.payload())
+
+
+SIGNED = LocalKeySigner(KEY).sign(INTOTO_PAYLOAD_TYPE, pr_statement().payload())
 
 
 def verify(document: bytes, **overrides) -> VerifiedApproval:
@@ -268,3 +273,19 @@ def test_verification_module_does_not_load_sigstore_or_network_clients():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_change_to_a_signed_attestation_is_rejected(data):
+    """Flip any byte of the signed payload or signature: never accepted, always a named check."""
+    document = json.loads(SIGNED)
+    field = data.draw(st.sampled_from(["payload", "sig"]))
+    holder = document if field == "payload" else document["signatures"][0]
+    raw = bytearray(base64.b64decode(holder[field]))
+    index = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+    raw[index] ^= data.draw(st.integers(min_value=1, max_value=255))
+    holder[field] = base64.b64encode(bytes(raw)).decode()
+    with pytest.raises(AttestationError) as info:
+        verify(json.dumps(document).encode())
+    assert info.value.check in {"signature", "format"}
