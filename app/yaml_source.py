@@ -85,6 +85,29 @@ class SourceMap:
             probe = probe[:-1]
 
 
+class _DeferredSourceMap(SourceMap):
+    """A source map built on first use, by reading the text again with positions.
+
+    Most plans are valid, and a valid plan needs no positions at all; building them for every
+    node was ~15% of loading a big plan. Errors (the only users of ``locate``) pay instead.
+    """
+
+    __slots__ = ("_path", "_text")
+
+    def __init__(self, path: str, text: str) -> None:
+        super().__init__()
+        self._path: str = path
+        self._text: str | None = text
+
+    def locate(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
+        if self._text is not None:
+            reader = _Reader(self._path, self._text, positions=True)
+            reader.read()  # the same text read without positions already, so this succeeds
+            self.values, self.keys = reader.source.values, reader.source.keys
+            self._text = None
+        return SourceMap.locate(self, path, key=key)
+
+
 @dataclass(slots=True)
 class YamlDocument:
     """The value of a YAML file plus where everything in it came from."""
@@ -101,6 +124,10 @@ def _show_tag(tag: str) -> str:
 
 class _Stop(Exception):
     """Internal: abort reading on the first structural problem (after recording it)."""
+
+
+class _NeedPositions(Exception):
+    """Internal: a problem whose message needs the source map (a duplicate key's first line)."""
 
 
 _ANCHOR_HINT = "write the value out in full; anchors and aliases are rejected"
@@ -153,11 +180,13 @@ class _Reader:
     ``get_event`` (no ``peek``/``check``) and dispatched on its exact type.
     """
 
-    def __init__(self, path: str, text: str) -> None:
+    def __init__(self, path: str, text: str, *, positions: bool = True) -> None:
         self.path = path
         self.parser = _PARSER(text)
         self.source = SourceMap()
         self.issues: list[Issue] = []
+        #: without positions no data paths are built either: the fast path for valid files
+        self.positions = positions
 
     def _fail(self, code: str, message: str, mark: Any, hint: str | None = None) -> _Stop:
         line = mark.line + 1 if mark is not None else None
@@ -200,7 +229,8 @@ class _Reader:
             raise self._fail(
                 "yaml.anchor", f"YAML anchor '&{event.anchor}' is not allowed", mark, _ANCHOR_HINT
             )
-        self.source.values[path] = (mark.line, mark.column)
+        if self.positions:
+            self.source.values[path] = (mark.line, mark.column)
         if kind is ev.ScalarEvent:
             return self._scalar(event)
         if depth >= MAX_DEPTH:
@@ -218,17 +248,19 @@ class _Reader:
             get = self.parser.get_event
             items: list[Any] = []
             index = 0
+            positions = self.positions
             while True:
                 item = get()
                 if type(item) is ev.SequenceEndEvent:
                     return items
-                items.append(self._node(item, (*path, index), depth + 1))
+                items.append(self._node(item, (*path, index) if positions else path, depth + 1))
                 index += 1
         raise self._fail("yaml.syntax", "unexpected YAML structure", mark)  # pragma: no cover
 
     def _mapping(self, path: Path, depth: int) -> dict[str, Any]:
         get = self.parser.get_event
         keys = self.source.keys
+        positions = self.positions
         result: dict[str, Any] = {}
         while True:
             key_event = get()
@@ -243,8 +275,10 @@ class _Reader:
                 raise self._fail(
                     "yaml.key", f"mapping key {key!r} is not a string", mark, hint="quote the key"
                 )
-            child = (*path, key)
+            child = (*path, key) if positions else path
             if key in result:
+                if not positions:
+                    raise _NeedPositions
                 first = keys.get(child)
                 where = f" (first defined on line {first[0] + 1})" if first else ""
                 raise self._fail(
@@ -253,7 +287,8 @@ class _Reader:
                     mark,
                     hint="each key may appear once in a mapping",
                 )
-            keys[child] = (mark.line, mark.column)
+            if positions:
+                keys[child] = (mark.line, mark.column)
             result[key] = self._node(get(), child, depth + 1)
 
     def _scalar(self, event: Any) -> Any:
@@ -321,19 +356,25 @@ def decode_text(
 
 
 def read_yaml(
-    path: str, raw: bytes, *, max_bytes: int = MAX_BYTES
+    path: str, raw: bytes, *, max_bytes: int = MAX_BYTES, defer_positions: bool = False
 ) -> tuple[YamlDocument | None, list[Issue]]:
     """Parse one YAML file strictly. Returns the document, or ``None`` and the issues found.
 
+    ``defer_positions``: build the source map only when ``locate`` is first called (by reading
+    the text again); for callers that mostly see valid files, like the plan loader.
     ``max_bytes`` exists for measurements (benchmarks/check.py); callers checking user input
     keep the default.
     """
     text, issues = decode_text(path, raw, max_bytes=max_bytes)
     if text is None:
         return None, issues
-    reader = _Reader(path, text)
+    reader = _Reader(path, text, positions=not defer_positions)
     try:
-        data = reader.read()
+        try:
+            data = reader.read()
+        except _NeedPositions:
+            reader = _Reader(path, text, positions=True)
+            data = reader.read()
     except _Stop:
         return None, reader.issues
     except yaml.MarkedYAMLError as exc:
@@ -361,4 +402,5 @@ def read_yaml(
                 message=f"top level must be a mapping (key: value), found {kind}",
             )
         ]
-    return YamlDocument(path=path, data=data, source=reader.source), []
+    source = _DeferredSourceMap(path, text) if defer_positions else reader.source
+    return YamlDocument(path=path, data=data, source=source), []

@@ -172,9 +172,20 @@ def test_values_and_key_positions_agree_with_pyyaml(data, flow):
     doc, issues = read(text)
     assert issues == []
     assert doc.data == yaml.safe_load(text) == data
+    deferred, _ = read_yaml("f.yaml", text.encode(), defer_positions=True)
+    assert deferred.data == data
     lines = text.splitlines()
     for path in _key_paths(data):
+        assert deferred.source.locate(path) == doc.source.locate(path)
         line, col = doc.source.locate(path, key=True)
+        assert deferred.source.locate(path, key=True) == (line, col)
         at = lines[line - 1][col - 1 :]
         key = path[-1]
         assert at.startswith((key, f"'{key}", f'"{key}')), (path, line, col, text)
+
+
+def test_deferred_positions_report_duplicate_keys_with_the_first_line():
+    doc, issues = read_yaml("f.yaml", b"a: 1\nb:\n  c: 1\n  c: 2\n", defer_positions=True)
+    assert doc is None
+    assert (issues[0].code, issues[0].line) == ("yaml.duplicate_key", 4)
+    assert issues[0].message == "duplicate key 'c' (first defined on line 3)"

@@ -135,7 +135,7 @@ def parse_plan(
 ) -> tuple[Plan | None, SourceMap | None, list[Issue]]:
     """Like ``load_plan_bytes`` but returns issues instead of raising (collects all of them)."""
     registry = registry or default_registry()
-    doc, issues = read_yaml(path, raw, max_bytes=max_bytes)
+    doc, issues = read_yaml(path, raw, max_bytes=max_bytes, defer_positions=True)
     if doc is None:
         return None, None, issues
     data: dict[str, Any] = doc.data
