@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, TypeVar
 
+from app.approvals.attest import Approver
 from app.approvals.context import (
     LOCAL_HEAD_SHA,
     ChangedFile,
@@ -68,6 +69,7 @@ __all__ = [
     "evaluate_gate",
     "short_sha",
     "simulate_gate",
+    "to_attestation_approvers",
 ]
 
 GateStatus = Literal["satisfied", "pending", "rejected"]
@@ -1020,3 +1022,25 @@ def simulate_gate(
         permissions=dict(permissions or {}),
     )
     return evaluate_gate(requirements, ctx, now=now)
+
+
+def to_attestation_approvers(result: GateResult) -> tuple[Approver, ...]:
+    """The counted approvals as the attestation's ``approvers`` (only for a satisfied result).
+
+    Raises ``ValueError`` when the result is not satisfied: an attestation for an unmet gate
+    must be impossible to build by accident.
+    """
+    if not result.satisfied:
+        raise ValueError(f"the approval gate is not satisfied ({result.status}): {result.reason}")
+    return tuple(
+        Approver(
+            login=a.login,
+            reviewId=a.review_id,
+            commit=a.commit_id,
+            # GitHub's clock may run a little ahead of ours; the statement requires
+            # approvedAt <= evaluatedAt, and the review id pins the exact review anyway
+            approvedAt=min(a.submitted_at or result.evaluated_at, result.evaluated_at),
+            requirement=a.requirement,
+        )
+        for a in result.approvals()
+    )

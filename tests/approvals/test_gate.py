@@ -545,3 +545,29 @@ def test_permission_404_means_no_access_not_outage():
     assert result.satisfied
     assert result.errors == ()
     assert counted(result) == ["alice"]
+
+
+def test_attestation_approvers_only_from_satisfied_gate():
+    from app.approvals.gate import to_attestation_approvers
+
+    reqs = ApprovalRequirements(all_of=(SRE, DBA), team_members=TEAMS)
+    result = judge(reqs, FakePullContext().approve("both", "sam"))
+    approvers = to_attestation_approvers(result)
+    assert [(a.login, a.requirement, a.review_id, a.commit) for a in approvers] == [
+        ("sam", "sre", 101, HEAD),
+        ("both", "dba", 100, HEAD),
+    ]
+    with pytest.raises(ValueError, match="not satisfied"):
+        to_attestation_approvers(judge(reqs, FakePullContext().approve("sam")))
+
+
+def test_attestation_approver_time_clamped_to_evaluation():
+    from datetime import timedelta
+
+    from app.approvals.gate import to_attestation_approvers
+
+    ctx = FakePullContext()
+    ctx.review("alice", minutes=5)  # GitHub's clock ahead of ours
+    (approver,) = to_attestation_approvers(judge(ONE, ctx))
+    assert approver.approved_at == T0
+    assert ctx.reviews_value[0].submitted_at == T0 + timedelta(minutes=5)
