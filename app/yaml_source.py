@@ -102,9 +102,12 @@ class _DeferredSourceMap(SourceMap):
     def locate(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
         if self._text is not None:
             reader = _Reader(self._path, self._text, positions=True)
-            reader.read()  # the same text read without positions already, so this succeeds
-            self.values, self.keys = reader.source.values, reader.source.keys
             self._text = None
+            try:
+                reader.read()  # the same text was read without positions, so this succeeds
+            except (_Stop, yaml.YAMLError):  # pragma: no cover - then positions stay unknown
+                pass
+            self.values, self.keys = reader.source.values, reader.source.keys
         return SourceMap.locate(self, path, key=key)
 
 
