@@ -13,6 +13,7 @@ tags, never resolves aliases and never reads more than ``MAX_BYTES``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -103,10 +104,10 @@ class _DeferredSourceMap(SourceMap):
         if self._text is not None:
             reader = _Reader(self._path, self._text, positions=True)
             self._text = None
-            try:
-                reader.read()  # the same text was read without positions, so this succeeds
-            except (_Stop, yaml.YAMLError):  # pragma: no cover - then positions stay unknown
-                pass
+            # the same text was read once without positions, so this succeeds; if it ever did
+            # not, positions would stay unknown rather than turn an error report into a crash
+            with contextlib.suppress(_Stop, yaml.YAMLError):
+                reader.read()
             self.values, self.keys = reader.source.values, reader.source.keys
         return SourceMap.locate(self, path, key=key)
 
