@@ -32,12 +32,15 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.server.app import Deps, create_app
+    from app.server.engine import PolicyEngineEvaluator
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = Settings.from_env()
-    deps = Deps.from_settings(settings, details_url=args.details_url)
+    deps = Deps.from_settings(
+        settings, evaluator=PolicyEngineEvaluator(), details_url=args.details_url
+    )
     app = create_app(settings, deps)
     logging.getLogger("plangate").info(
         "serving on http://%s:%d (GitHub API %s, data in %s)",

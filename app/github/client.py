@@ -315,6 +315,8 @@ class GitHubCache:
     commit_subtree: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
     etags: dict[str, tuple[str, Any]] = field(default_factory=dict)
     files_at: dict[tuple[str, str, str], bytes | None] = field(default_factory=dict)
+    pr_files: dict[tuple[str, int, str, str], tuple[ChangedFile, ...]] = field(default_factory=dict)
+    pr_commits: dict[tuple[str, int, str, str], tuple[Any, ...]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get_blob(self, sha: str) -> bytes | None:
@@ -343,6 +345,10 @@ class RepoClient:
         self._base = f"/repos/{quote(owner)}/{quote(name)}"
         self._cache = cache
 
+    @property
+    def cache(self) -> GitHubCache:
+        return self._cache
+
     # reads ------------------------------------------------------------------------------------
 
     def pull(self, number: int) -> PullRequestInfo:
@@ -355,7 +361,21 @@ class RepoClient:
         )
         return [pull_info(d) for d in items]
 
-    def changed_files(self, number: int) -> list[ChangedFile]:
+    def changed_files(
+        self, number: int, *, head_sha: str | None = None, base_sha: str | None = None
+    ) -> list[ChangedFile]:
+        """Files the pull request changes. With ``head_sha`` and ``base_sha`` the answer is
+        cached: the diff between two commits never changes (GitHub diffs against the merge
+        base, which two fixed commits determine)."""
+        key = (self.full_name, number, head_sha or "", base_sha or "")
+        if head_sha and base_sha and key in self._cache.pr_files:
+            return list(self._cache.pr_files[key])
+        files = self._changed_files(number)
+        if head_sha and base_sha:
+            self._cache.pr_files[key] = tuple(files)
+        return files
+
+    def _changed_files(self, number: int) -> list[ChangedFile]:
         items = self._conditional_list(f"{self._base}/pulls/{number}/files")
         return [
             ChangedFile(

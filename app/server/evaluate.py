@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
+from app.approvals.context import PullContext
 from app.check import PLAN_SUFFIXES, FileResult
 from app.errors import GitHubError, PlanError, PlangateError
 from app.github.checks import (
@@ -29,7 +30,8 @@ from app.github.checks import (
     no_plans_outcome,
     render_validate,
 )
-from app.github.client import ChangedFile, PullRequestContext, PullRequestInfo, RepoClient, Review
+from app.github.client import ChangedFile, PullRequestInfo, RepoClient, Review
+from app.github.pull import GitHubPullContext
 from app.plan.loader import LoadedPlan, load_plan_bytes
 from app.server.inbox import Inbox
 
@@ -52,8 +54,9 @@ class EvaluationRequest:
     """Everything the engine needs about one pull request at one head SHA.
 
     ``policy_files`` are read from the *base* commit, never from the pull request under review.
-    ``reviews`` are only those submitted on ``pull.head_sha`` (stale approvals never reach the
-    gate). ``context`` answers team-membership and permission questions lazily.
+    ``reviews`` are only those submitted on ``pull.head_sha`` (for display); the approval gate
+    reads every review through ``context`` (the gate's own ``PullContext`` port: lazy, cached,
+    team membership, permissions, blob SHAs for content-bound staleness) and decides which count.
     """
 
     repo: str
@@ -63,8 +66,9 @@ class EvaluationRequest:
     policy_files: Mapping[str, bytes]
     policy_tree_sha: str | None
     reviews: tuple[Review, ...]
-    context: PullRequestContext
+    context: PullContext
     now: datetime
+    changed_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +157,7 @@ class PullRequestPipeline:
         fresh: bool = False,
     ) -> list[CheckOutcome]:
         names = CHECK_NAMES if scope == "all" else ("plangate/approval",)
-        files = client.changed_files(pull.number)
+        files = client.changed_files(pull.number, head_sha=pull.head_sha, base_sha=pull.base_sha)
         plan_files = [f for f in files if is_plan_path(f.path) and f.status != "removed"]
         removed = [f.path for f in files if is_plan_path(f.path) and f.status == "removed"]
         if not plan_files:
@@ -165,7 +169,13 @@ class PullRequestPipeline:
         validate = render_validate(results, removed=removed)
         existed = {f.path: f.previous_path or f.path for f in plan_files if f.status != "added"}
         outcomes = self._evaluate(
-            client, pull, results, validate, existed=existed, with_reviews=with_reviews
+            client,
+            pull,
+            results,
+            validate,
+            existed=existed,
+            files=files,
+            with_reviews=with_reviews,
         )
         chosen = [o for o in outcomes if o.name in names]
         self._publish(client, pull, chosen, fresh=fresh)
@@ -188,6 +198,7 @@ class PullRequestPipeline:
         validate: CheckOutcome,
         *,
         existed: Mapping[str, str],
+        files: list[ChangedFile],
         with_reviews: bool,
     ) -> list[CheckOutcome]:
         if validate.conclusion != "success":
@@ -220,8 +231,9 @@ class PullRequestPipeline:
             policy_files=policy_files,
             policy_tree_sha=tree_sha,
             reviews=tuple(r for r in reviews if r.commit_id == pull.head_sha),
-            context=client,
+            context=GitHubPullContext(client, pull, files=files, reviews=reviews),
             now=self._now(),
+            changed_paths=tuple(f.path for f in files),
         )
         try:
             evaluation = self.evaluator.evaluate(request)
