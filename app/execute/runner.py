@@ -180,7 +180,7 @@ class Runner:
         try:
             if plan.resources:
                 emit("lock.acquired", run_id=run_id, resources=list(plan.resources))
-            return await self._run_locked(loaded, run_id, existing.status if existing else None)
+            return await self._run_locked(loaded, run_id)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -228,9 +228,7 @@ class Runner:
 
     # -- the run under lock ----------------------------------------------------------------
 
-    async def _run_locked(
-        self, loaded: LoadedPlan, run_id: str, previous_status: str | None
-    ) -> RunResult:
+    async def _run_locked(self, loaded: LoadedPlan, run_id: str) -> RunResult:
         plan, digest = loaded.plan, loaded.digest
         now, emit = self.now, self.events.emit
         _, resumed = self.state.start_run(digest, run_id, plan.id, loaded.path, now())
@@ -273,8 +271,17 @@ class Runner:
                 )
             emit("approval.verified", run_id=run_id, summary=summary)
 
-        if previous_status == "compensating":
-            return await self._compensate(ctx, "compensated", "resumed an interrupted saga")
+        saga = self.state.saga(digest)
+        if saga is not None:  # a saga began earlier: finish it, never go forward again
+            final, reason = saga
+            emit("saga.resumed", run_id=run_id, reason=reason)
+            return await self._compensate(ctx, final, reason)
+
+        failed = [(sid, rec) for sid, rec in completed.items() if rec.status == "failed"]
+        if failed:  # died between a definitive failure and the saga's start: compensate now
+            sid, rec = failed[0]
+            kind = "aborted" if sid in ctx.analysis else "compensated"
+            return await self._compensate(ctx, kind, f"step '{sid}' failed: {rec.error}")
 
         stop = await self._schedule(ctx, completed)
         if stop is None:
@@ -585,6 +592,7 @@ class Runner:
 
     async def _compensate(self, ctx: _RunContext, final: Any, reason: str) -> RunResult:
         digest, emit = ctx.digest, self.events.emit
+        self.state.begin_saga(digest, final, reason, self.now())
         self.state.finish_run(digest, "compensating", reason, self.now())
         order = self.state.completed(digest, "step")
         completed_steps = [

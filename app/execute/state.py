@@ -64,6 +64,15 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at REAL NOT NULL,
     PRIMARY KEY (digest, phase, step_id)
 );
+-- completion order: MAX(seq) per digest must not scan every step of a 10,000-step plan
+CREATE INDEX IF NOT EXISTS steps_by_seq ON steps (digest, seq);
+-- a saga, once begun, must finish even across crashes and human interventions
+CREATE TABLE IF NOT EXISTS sagas (
+    digest TEXT PRIMARY KEY,
+    final_status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS locks (
     resource TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -186,8 +195,23 @@ class StateStore:
     def reset_run(self, digest: str) -> None:
         """Forget everything about ``digest`` (a deliberate fresh start by a human)."""
         with self._tx() as c:
-            for table in ("runs", "attempts", "steps"):
+            for table in ("runs", "attempts", "steps", "sagas"):
                 c.execute(f"DELETE FROM {table} WHERE digest=?", (digest,))
+
+    def begin_saga(self, digest: str, final_status: str, reason: str, now: float) -> None:
+        """Recorded before the first compensation: a re-run resumes the saga, nothing else."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO sagas (digest, final_status, reason, started_at)"
+            " VALUES (?, ?, ?, ?)",
+            (digest, final_status, reason, now),
+        )
+
+    def saga(self, digest: str) -> tuple[str, str] | None:
+        """(final status, reason) of a saga begun for ``digest``, if any."""
+        row = self.conn.execute(
+            "SELECT final_status, reason FROM sagas WHERE digest=?", (digest,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
 
     # -- attempts --------------------------------------------------------------------------
 
