@@ -38,9 +38,12 @@ def _real_repo(path: Path) -> tuple[str, str]:
     with repo.config_writer() as cw:
         cw.set_value("user", "name", "Test").set_value("user", "email", "t@example.com")
     (path / "policies").mkdir()
-    (path / "policies" / "teams.yaml").write_text("teams: {}\n")
+    names = []
+    for policy in sorted((ROOT / "policies").glob("*.yaml")):
+        (path / "policies" / policy.name).write_bytes(policy.read_bytes())
+        names.append(f"policies/{policy.name}")
     (path / "README.md").write_text("ops\n")
-    repo.index.add(["policies/teams.yaml", "README.md"])
+    repo.index.add([*names, "README.md"])
     base = repo.index.commit("base").hexsha
     repo.git.checkout("-b", "changes")
     (path / "plans").mkdir()
@@ -108,7 +111,7 @@ def world(tmp_path, private_key):
     base, head = _real_repo(tmp_path / "repo")
     fake = FakeGitHub("http://127.0.0.1/api/v3")
     _load_into_fake(fake, tmp_path / "repo", "Codertocat/Hello-World")
-    fake.repo("Codertocat/Hello-World").pulls[2] = Pull(2, head, base, "master")
+    fake.repo("Codertocat/Hello-World").pulls[2] = Pull(2, head, base, "master", author="alice")
     server, api = fake.serve()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "PLANGATE_"))},
@@ -121,6 +124,7 @@ def world(tmp_path, private_key):
     payload = webhook_fixture("pull_request.opened")
     payload["pull_request"]["head"]["sha"] = head
     payload["pull_request"]["base"]["sha"] = base
+    payload["pull_request"]["user"]["login"] = "alice"
     yield fake, env, payload, head
     server.shutdown()
 
@@ -147,7 +151,10 @@ def test_serve_end_to_end(world):
         assert _post(port, payload, "e2e-1").status_code == 202
         assert _wait(lambda: set(fake.runs_for(head)) == NAMES)
         assert _post(port, payload, "e2e-1").status_code == 200  # redelivery: no new runs
-        assert fake.runs_for(head)["plangate/validate"]["conclusion"] == "success"
+        runs = fake.runs_for(head)
+        assert runs["plangate/validate"]["conclusion"] == "success"
+        assert runs["plangate/policy"]["conclusion"] == "success"  # the real engine, base policy
+        assert runs["plangate/approval"]["conclusion"] == "action_required"
         assert fake.schema_errors == []
         assert _wait(
             lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").json()["inbox_depth"] == 0
