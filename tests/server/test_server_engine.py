@@ -98,3 +98,30 @@ def test_approval_by_team_member_on_head_counts_in_gate(settings, fake):
     approval = fake.runs_for(HEAD)["plangate/approval"]
     assert "bob" in approval["output"]["summary"]
     assert fake.schema_errors == []
+
+
+def test_review_calls_with_real_gate(settings, fake):
+    deps = make_deps(settings, evaluator=PolicyEngineEvaluator())
+    client = TestClient(create_app(settings, deps))
+    post(client, "pull_request", _world(fake, author="alice"))
+    deps.worker.drain()
+    fake.repo(REPO).pulls[2].reviews = [
+        {
+            "id": 11,
+            "user": {"login": "bob"},
+            "state": "APPROVED",
+            "commit_id": HEAD,
+            "submitted_at": "2026-11-25T01:00:00Z",
+        }
+    ]
+    review = webhook_fixture("pull_request_review.submitted")
+    review["pull_request"]["user"]["login"] = "alice"
+    counts = []
+    for _ in range(2):
+        before = len(fake.calls)
+        post(client, "pull_request_review", review)
+        deps.worker.drain()
+        counts.append(len(fake.calls) - before)
+    # reviews, commits (first time only), bob's permission, the approval check
+    assert counts == [4, 3]
+    assert "@bob" in fake.runs_for(HEAD)["plangate/approval"]["output"]["summary"]
