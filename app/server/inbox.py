@@ -126,6 +126,10 @@ class Inbox:
         self._db.execute("PRAGMA busy_timeout=10000")
         for statement in filter(str.strip, _SCHEMA.split(";")):
             self._db.execute(statement)
+        # read on every webhook: kept in memory so intake never waits behind a writer's fsync
+        self._installations: dict[int, str] = {
+            int(i): str(st) for i, st in self._db.execute("SELECT id, status FROM installations")
+        }
 
     @classmethod
     def in_dir(cls, data_dir: Path, *, durable: bool = True) -> Inbox:
@@ -334,13 +338,11 @@ class Inbox:
                 "VALUES (?, ?, ?, ?)",
                 (installation_id, account, status, now),
             )
+        self._installations[installation_id] = status
 
     def installation_status(self, installation_id: int) -> str | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT status FROM installations WHERE id=?", (installation_id,)
-            ).fetchone()
-        return str(row[0]) if row else None
+        """As recorded by this process's worker (``installation`` events), from memory."""
+        return self._installations.get(installation_id)
 
 
 def _row(row: tuple[object, ...]) -> Delivery:
