@@ -184,7 +184,10 @@ def test_sigkill_after_ack_processed_exactly_once_after_restart(world):
     proc = _start(env, port)
     try:
         assert _wait(lambda: set(fake.runs_for(head)) == NAMES)
-        time.sleep(0.5)  # give a (wrong) second processing the chance to show up
+        # once the inbox is empty nothing is left to process: the count below is final
+        assert _wait(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").json()["inbox_depth"] == 0
+        )
         assert len(fake.check_runs) == 4
         assert len(fake.calls_to("POST", r"/check-runs$")) == 4
     finally:
