@@ -143,6 +143,7 @@ def parse_plan(
     findings: list[Finding] = []
 
     plan: Plan | None = None
+    pruned: dict[int, frozenset[str]] = {}
     try:
         plan = Plan.model_validate(data)
     except ValidationError as exc:
@@ -162,14 +163,23 @@ def parse_plan(
         for i, raw_step in enumerate(raw_steps):
             try:
                 steps.append((i, Step.model_validate(raw_step)))
-            except ValidationError:
-                if isinstance(raw_step, dict) and isinstance(raw_step.get("id"), str):
+            except ValidationError as exc:
+                partial = _partial_step(raw_step, exc)
+                if partial is not None:
+                    steps.append((i, partial[0]))
+                    pruned[i] = partial[1]
+                elif isinstance(raw_step, dict) and isinstance(raw_step.get("id"), str):
                     tolerated.add(raw_step["id"])
         graph_input = [(i, s.id, s.needs) for i, s in steps]
 
     validated: dict[tuple[str | int, ...], BaseModel] = {}
     registry_findings = check_steps(
-        steps, registry, all_ids=[s.id for _, s in steps], raw_steps=raw_steps, validated=validated
+        steps,
+        registry,
+        all_ids=[s.id for _, s in steps],
+        raw_steps=raw_steps,
+        validated=validated,
+        pruned=pruned,
     )
     findings += registry_findings
     findings += check_graph(graph_input, tolerated)
@@ -184,6 +194,24 @@ def parse_plan(
         return _resolve_defaults(plan, registry, validated), doc.source, []
     except _InputsFailed as exc:
         return None, doc.source, [_to_issue(path, doc.source, exc.finding)]
+
+
+def _partial_step(raw_step: Any, exc: ValidationError) -> tuple[Step, frozenset[str]] | None:
+    """The step without its invalid fields, if that is a valid step (else ``None``).
+
+    A step with a bad ``timeout`` still has ``needs`` and an ``action`` worth checking: an
+    unknown need next to a typo in a duration must both be reported in one run. The fields'
+    own errors were reported already; checks that depend on a dropped field are skipped.
+    """
+    if not isinstance(raw_step, dict):
+        return None
+    bad = frozenset(str(err["loc"][0]) for err in exc.errors() if err["loc"])
+    if bad & {"id", "action"}:
+        return None
+    try:
+        return Step.model_validate({k: v for k, v in raw_step.items() if k not in bad}), bad
+    except ValidationError:
+        return None
 
 
 def _resolve_defaults(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -292,19 +292,30 @@ def check_steps(
     all_ids: Sequence[str],
     raw_steps: Sequence[Any],
     validated: dict[DataPath, BaseModel] | None = None,
+    pruned: Mapping[int, frozenset[str]] | None = None,
 ) -> list[Finding]:
     """Semantic checks of structurally valid steps (``(index in file, step)`` pairs).
 
     ``validated`` collects each ``with`` that passed its action's input model, keyed by the data
     path of the ``with``, so the loader fills in defaults without validating it a second time.
+    ``pruned`` names, per step index, invalid fields the loader dropped to check the rest of a
+    step; checks that would read a dropped field are skipped (its error is reported already).
     """
     validated = {} if validated is None else validated
+    pruned = pruned or {}
     findings: list[Finding] = []
     for index, step in plan_steps:
         base: DataPath = ("steps", index)
         raw = raw_steps[index] if index < len(raw_steps) else {}
+        dropped = pruned.get(index, frozenset())
         findings += _check_action(
-            step.action, step.with_, (*base,), raw, registry, step.id, validated
+            step.action,
+            None if "with" in dropped else step.with_,
+            (*base,),
+            raw,
+            registry,
+            step.id,
+            validated,
         )
         spec = registry.get(step.action)
         fixed = spec is not None and spec.mutates_fixed
@@ -324,7 +335,12 @@ def check_steps(
         else:
             mutates = step.mutates if step.mutates is not None else (spec.mutates if spec else True)
         # an unknown action is already an error; whether it mutates is then unknowable
-        if mutates and step.compensate is None and (spec is not None or step.mutates):
+        if (
+            mutates
+            and step.compensate is None
+            and (spec is not None or step.mutates)
+            and not dropped & {"compensate", "mutates"}
+        ):
             findings.append(
                 Finding(
                     base,
@@ -354,7 +370,7 @@ def check_steps(
 
 def _check_action(
     action: str,
-    inputs: dict[str, Any],
+    inputs: dict[str, Any] | None,
     base: DataPath,
     raw: Any,
     registry: ActionRegistry,
@@ -379,6 +395,8 @@ def _check_action(
                 hint=hint,
             )
         ]
+    if inputs is None:  # the step's 'with' was invalid and its error is reported already
+        return []
     try:
         validated[(*base, "with")] = spec.inputs.model_validate(inputs)
     except ValidationError as exc:

@@ -673,3 +673,37 @@ def test_alias_bomb_is_refused_without_expanding(tmp_path):
     ]
     with pytest.raises(PlanError, match=r"bomb.yaml:1:5: YAML anchor '&a0' is not allowed"):
         load_plan_bytes("bomb.yaml", "\n".join(lines).encode())
+
+
+def test_a_broken_field_does_not_hide_the_rest_of_its_step(tmp_path, capsys):
+    text = HEADER + (
+        "steps:\n"  # 7
+        "  - id: canary\n"  # 8
+        "    action: shell\n"  # 9
+        "    with: {run: [deploy]}\n"  # 10
+        "    retry: {max_atempts: 3}\n"  # 11 unknown field ...
+        "  - id: fleet\n"  # 12 ... and no compensation (line 8)
+        "    action: http\n"  # 13
+        "    needs: [canery]\n"  # 14 unknown need
+        "    with: {url: 'https://deploy.example', method: PUT}\n"  # 15
+        "    timeout: 2 hours\n"  # 16 bad duration; no compensation either (line 12)
+    )
+    errors = json_errors(tmp_path, capsys, text)
+    assert [(e["line"], e["step"], e["code"]) for e in errors] == [
+        (8, "canary", "step.compensation_missing"),
+        (11, "canary", "field.unknown"),
+        (12, "fleet", "step.compensation_missing"),
+        (14, "fleet", "step.unknown_need"),
+        (16, "fleet", "field.invalid"),
+    ]
+    assert errors[3]["hint"] == "did you mean 'canary'?"
+
+
+def test_a_dropped_compensate_is_not_also_reported_missing(tmp_path, capsys):
+    text = HEADER + (
+        "steps:\n  - id: a\n    action: shell\n    with: {run: [x]}\n"
+        "    timeout: soon\n    compensate: {action: shell, retry: {max_attempts: 0}}\n"
+    )
+    errors = json_errors(tmp_path, capsys, text)
+    assert {e["code"] for e in errors} == {"field.invalid"}
+    assert {e["field"] for e in errors} == {"timeout", "compensate.retry.max_attempts"}
