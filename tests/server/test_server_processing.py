@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from ghfake import Pull
 from srvkit import BASE, HEAD, PLAN, POLICY, REPO, create_app, make_deps, post, webhook_fixture
@@ -375,3 +376,32 @@ def test_closed_pr_not_evaluated(settings, fake):
     post(client, "pull_request", payload)
     deps.worker.drain()
     assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "pull_request.opened",
+        "pull_request.synchronize",
+        "pull_request.reopened",
+        "pull_request.ready_for_review",
+    ],
+)
+def test_each_pull_request_action_produces_the_four_checks(settings, fake, fixture):
+    client, deps = _setup(settings)
+    payload = webhook_fixture(fixture)
+    payload["pull_request"]["state"] = "open"
+    assert post(client, "pull_request", payload).status_code == 202
+    deps.worker.drain()
+    assert set(fake.runs_for(HEAD)) == NAMES
+    assert fake.schema_errors == []
+
+
+def test_review_dismissed_updates_approval_only(settings, fake):
+    client, deps = _setup(settings)
+    post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    deps.worker.drain()
+    post(client, "pull_request_review", webhook_fixture("pull_request_review.dismissed"))
+    deps.worker.drain()
+    assert len(fake.check_runs) == 4  # the approval run was updated, not duplicated
+    assert len(fake.calls_to("PATCH", r"/check-runs/\d+$")) == 1
