@@ -32,6 +32,7 @@ from app.actions.registry import default_registry
 from app.errors import InputError
 from app.execute.incidents import FileIncidentReporter
 from app.execute.locks import LockManager
+from app.execute.metrics import MetricsSink
 from app.execute.ports import (
     AllowAllPolicy,
     FanoutSink,
@@ -177,7 +178,12 @@ def _execute(args: argparse.Namespace, loaded, state: StateStore, data_dir: Path
     progress = ProgressSink(
         console, len(loaded.plan.steps), live=console.is_terminal and args.format == "text"
     )
-    events = FanoutSink([JsonlEventSink(data_dir / "events.jsonl", now=time.time), progress])
+    metrics = MetricsSink(
+        team=loaded.plan.team, environment=loaded.plan.environment, now=time.monotonic
+    )
+    events = FanoutSink(
+        [JsonlEventSink(data_dir / "events.jsonl", now=time.time), progress, metrics]
+    )
     locks = LockManager(state.conn, now=time.time, sleep=asyncio.sleep, lease=60.0)
     options = RunOptions(
         max_parallel=args.max_parallel,

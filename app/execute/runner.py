@@ -135,7 +135,7 @@ class Runner:
             clock=now,
             failure_threshold=self.options.breaker_failure_threshold,
             reset_timeout=self.options.breaker_reset_timeout,
-            on_change=lambda key, old, new: events.emit(
+            on_change=lambda key, old, new: self.events.emit(
                 "breaker.state", breaker=key, old=old, new=new
             ),
         )

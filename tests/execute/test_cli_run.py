@@ -146,3 +146,32 @@ def test_resume_requires_an_earlier_run(tmp_path, capsys):
     plan = _plan(tmp_path, idempotent=False)
     assert main(["run", str(plan), "--resume", "--data-dir", str(tmp_path / "d")]) == 2
     assert "no earlier run of this plan digest" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_contend_for_a_resource(tmp_path):
+    plan = _plan(tmp_path, idempotent=True)  # holds local/kill-test while s3 sleeps
+    holder = _cli(str(plan), "--data-dir", str(tmp_path / "data"), "--unsafe-no-approval")
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        PLAN.replace("id: kill-test", "id: other-plan").format(
+            steps=_step("o1", f"echo o1 >> {tmp_path / 'other-log'}")
+        )
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert holder.poll() is None, holder.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        code, out, err = _rerun(tmp_path, other)
+        assert code == 1, out + err
+        result = json.loads(out)
+        assert result["status"] == "refused"
+        assert "'local/kill-test' is held by plan kill-test" in result["reason"]
+        assert not (tmp_path / "other-log").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int((tmp_path / "started").read_text()), signal.SIGKILL)

@@ -186,3 +186,27 @@ def test_file_incident_reporter_writes_markdown_and_json(tmp_path):
     assert where.endswith("p-r1.md")
     assert '"v": 1' in (tmp_path / "incidents" / "p-r1.md").read_text()
     assert (tmp_path / "incidents" / "p-r1.json").exists()
+
+
+def test_github_incident_falls_back_to_a_file_when_github_fails(tmp_path):
+    from app.execute.incidents import FileIncidentReporter, GitHubIssueIncidents
+    from app.execute.ports import Incident
+
+    class Opener:
+        def __init__(self, error=None):
+            self.error, self.calls = error, []
+
+        def open_issue(self, repo, title, body, labels):
+            self.calls.append((repo, title, labels))
+            if self.error:
+                raise self.error
+            return "https://github.example/acme/ops/issues/7"
+
+    incident = Incident("p", "sha256:x", "r1", "Canary aborted: plan p", "why", {"judge": {}})
+    fallback = FileIncidentReporter(tmp_path)
+    ok = GitHubIssueIncidents(Opener(), repo="acme/ops", fallback=fallback)
+    assert ok.open_incident(incident).endswith("/issues/7")
+    broken = GitHubIssueIncidents(Opener(RuntimeError("503")), repo="acme/ops", fallback=fallback)
+    where = broken.open_incident(incident)
+    assert "GitHub issue failed: RuntimeError: 503" in where
+    assert (tmp_path / "p-r1.md").exists()
