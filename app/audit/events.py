@@ -50,6 +50,7 @@ __all__ = [
     "canonical_bytes",
     "chain",
     "chain_lines",
+    "chain_records",
     "event_hash",
     "verify_records",
 ]
@@ -259,19 +260,55 @@ def _line_hash(line: str, stored: Any) -> str | None:
 
 def chain(drafts: Sequence[AuditEventDraft], head: ChainHead) -> list[AuditEvent]:
     """Place ``drafts`` after ``head``, in order: assign ``seq``, ``prev_hash`` and ``hash``."""
-    return [event for event, _ in chain_lines(drafts, head)]
+    return [event for event, _, _ in chain_records(drafts, head)]
 
 
 def chain_lines(drafts: Sequence[AuditEventDraft], head: ChainHead) -> list[tuple[AuditEvent, str]]:
-    """Like ``chain`` but also returns each event's stored line (serialised once, not twice)."""
-    out: list[tuple[AuditEvent, str]] = []
+    """Like ``chain`` but also returns each event's stored (canonical) line."""
+    return [(event, line) for event, line, _ in chain_records(drafts, head)]
+
+
+_PLACEHOLDER_MEMBER = ',"hash":"sha256:' + "f" * 64 + '"'
+
+
+def _hash_and_line(body: dict[str, Any]) -> tuple[str, str]:
+    """``(hash, canonical line)`` of an event body without ``hash``, serialising once.
+
+    The body is encoded once with a placeholder hash; the canonical bytes that get hashed are
+    that text without the placeholder member (``actor`` always sorts before ``hash``, so the
+    member is preceded by a comma), and the line is the same text with the real hash.
+    """
+    if _plain(body):
+        text = json.dumps(
+            {**body, "hash": _PLACEHOLDER_MEMBER[9:-1]},
+            ensure_ascii=False,
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        if text.count('"hash":') == 1 and _PLACEHOLDER_MEMBER in text:
+            try:
+                hashed = text.replace(_PLACEHOLDER_MEMBER, "", 1).encode("utf-8")
+            except UnicodeEncodeError:
+                pass
+            else:
+                digest = "sha256:" + sha256_hex(hashed)
+                return digest, text.replace(_PLACEHOLDER_MEMBER, f',"hash":"{digest}"', 1)
+    digest = event_hash(body)
+    return digest, canonical_bytes({**body, "hash": digest}).decode("utf-8")
+
+
+def chain_records(
+    drafts: Sequence[AuditEventDraft], head: ChainHead
+) -> list[tuple[AuditEvent, str, dict[str, Any]]]:
+    """``(event, stored line, stored record)`` per draft; what stores use to append."""
+    out: list[tuple[AuditEvent, str, dict[str, Any]]] = []
     seq, prev = head.seq, head.hash
     for draft in drafts:
         seq += 1
         body = draft.model_dump(mode="json", exclude_none=True)
         body["seq"] = seq
         body["prev_hash"] = prev
-        digest = event_hash(body)
+        digest, line = _hash_and_line(body)
         body["hash"] = digest
         # The draft was validated when it was built and seq/prev_hash/hash are ours, so the
         # event is assembled without validating it a second time.
@@ -283,8 +320,7 @@ def chain_lines(drafts: Sequence[AuditEventDraft], head: ChainHead) -> list[tupl
             prev_hash=prev,
             hash=digest,
         )
-        line = canonical_bytes(body).decode("utf-8")
-        out.append((event, line))
+        out.append((event, line, body))
         prev = digest
     return out
 

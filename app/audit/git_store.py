@@ -66,7 +66,7 @@ from app.audit.events import (
     ChainHead,
     VerifyResult,
     chain,
-    chain_lines,
+    chain_records,
 )
 from app.audit.query import AuditQuery
 from app.observability import metrics
@@ -330,15 +330,15 @@ class GitAuditStore:
         finally:
             os.close(fd)
 
-    def _extend_journal_cache(self, events: Sequence[AuditEvent], lines: Sequence[str]) -> None:
+    def _extend_journal_cache(
+        self, records: Sequence[tuple[AuditEvent, str, dict[str, Any]]]
+    ) -> None:
         """We just appended these lines under the lock: no need to read them back."""
         cache = self._journal_cache
+        lines = [line for _, line, _ in records]
         written = len(("\n".join(lines) + "\n").encode("utf-8"))
         size = os.stat(self._journal_path).st_size
-        entries = [
-            _Entry(e.seq, e.hash, line, json.loads(line))
-            for e, line in zip(events, lines, strict=True)
-        ]
+        entries = [_Entry(e.seq, e.hash, line, body) for e, line, body in records]
         if cache is not None and cache[1] + written == size:
             self._journal_cache = (cache[0], size, cache[2] + entries)
         elif size == written:
@@ -416,11 +416,11 @@ class GitAuditStore:
         with self._locked():
             committed, pending = self._pending(self.tip())
             head = ChainHead(pending[-1].seq, pending[-1].hash) if pending else committed
-            pairs = chain_lines(list(drafts), head)
-            events = [event for event, _ in pairs]
-            lines = [line for _, line in pairs]
+            records = chain_records(list(drafts), head)
+            events = [event for event, _, _ in records]
+            lines = [line for _, line, _ in records]
             self._write_journal(lines)
-            self._extend_journal_cache(events, lines)
+            self._extend_journal_cache(records)
             for kind, count in Counter(e.type for e in events).items():
                 metrics.AUDIT_EVENTS.labels(type=kind).inc(count)
             metrics.AUDIT_JOURNAL_PENDING.set(len(pending) + len(events))
@@ -558,10 +558,11 @@ class GitAuditStore:
         """Answered from the SQLite index, refreshed from git first (git is the truth)."""
         from app.audit.index import AuditIndex  # adapter; imported lazily
 
-        if self._index is None:
-            self._index = AuditIndex(self.index_path)
-        self._index.sync(self)
-        return self._index.query(query)
+        with self._thread_lock:
+            if self._index is None:
+                self._index = AuditIndex(self.index_path)
+            self._index.sync(self)
+            return self._index.query(query)
 
     def record_at(self, seq: int) -> dict[str, Any] | None:
         """The stored record with this ``seq`` (None if there is none)."""

@@ -83,7 +83,9 @@ class AuditIndex:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
+        # Used from the server's worker threads; callers serialise access (the git store holds
+        # its thread lock around sync + query), so sharing one connection is safe.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -207,7 +209,9 @@ class AuditIndex:
             sql += " LIMIT ?"
             args.append(query.limit)
         rows = self._db.execute(sql, args).fetchall()
-        return [AuditEvent.model_validate_json(row[0]) for row in rows]
+        # Lines come from git (or the journal) where they were canonicalised when written.
+        context = {"canonical_checked": True}
+        return [AuditEvent.model_validate_json(row[0], context=context) for row in rows]
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])

@@ -164,3 +164,15 @@ def test_line_separator_in_payload_survives_git(git_store):
     git_store.commit()
     assert list(git_store.events()) == written
     assert git_store.verify().ok
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(_KEYS, _JSON, max_size=4))
+def test_single_pass_hash_and_line_match_the_definition(payload):
+    from app.audit.events import _hash_and_line
+
+    body = draft(0, payload={}).model_dump(mode="json", exclude_none=True)
+    body.update(payload={**payload}, seq=1, prev_hash=GENESIS_HASH)
+    digest, line = _hash_and_line(body)
+    assert digest == "sha256:" + __import__("hashlib").sha256(rfc8785.dumps(body)).hexdigest()
+    assert line.encode() == rfc8785.dumps({**body, "hash": digest})

@@ -243,3 +243,21 @@ def test_push_gives_up_with_a_clear_error(tmp_path, make_draft):
     with pytest.raises(AuditError, match=r"could not push .* after 2 attempts"):
         store.push("does-not-exist", attempts=2, sleep=lambda _: None)
     assert store.head() == ChainHead(1, store.head().hash)
+
+
+def test_queries_from_several_threads(git_store, make_draft):
+    """The dashboard queries from the server's thread pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.audit.query import AuditQuery
+
+    git_store.append([make_draft(i) for i in range(40)])
+    git_store.commit()
+    expected = [e.seq for e in git_store.events() if e.plan_id == "plan-2"]
+
+    def ask(_: int) -> list[int]:
+        return [e.seq for e in git_store.query(AuditQuery(plan_id="plan-2"))]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(ask, range(12)))
+    assert all(r == expected for r in results)

@@ -168,3 +168,21 @@ def test_build_dashboard_is_pure_and_bounded():
 @pytest.mark.parametrize("points", [[]])
 def test_empty_cost_chart(points):
     assert "no cost recorded" in cost_chart(points, now=DEMO_NOW)
+
+
+def test_dashboard_on_the_git_store(tmp_path):
+    import git
+
+    from app.audit.git_store import GitAuditStore
+
+    git.Repo.init(tmp_path)
+    store = GitAuditStore(tmp_path)
+    demo = list(demo_store().events())
+    fields = set(AuditEventDraft.model_fields)
+    store.append([AuditEventDraft(**{k: getattr(e, k) for k in fields}) for e in demo])
+    store.commit()
+    client = _client(store=store)
+    for _ in range(3):  # several requests, served from different worker threads
+        assert "run-80c1" in client.get("/").text
+    assert "flush-eu" in client.get("/runs/run-80c1").text
+    store.close()
