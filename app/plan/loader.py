@@ -7,6 +7,7 @@ ref or the GitHub API exactly as the CLI checks a file on disk. It never raises 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from app.actions.registry import ActionRegistry, ActionSpec, default_registry
 from app.errors import Issue, PlanError
 from app.plan.digest import plan_digest
-from app.plan.model import Compensation, Plan, Step
+from app.plan.model import Canary, Compensation, Plan, Step
 from app.plan.validate import (
     Finding,
     check_graph,
@@ -144,9 +145,11 @@ def parse_plan(
 
     plan: Plan | None = None
     pruned: dict[int, frozenset[str]] = {}
+    bad_fields: set[str] = set()
     try:
         plan = Plan.model_validate(data)
     except ValidationError as exc:
+        bad_fields = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
         findings += pydantic_findings(exc, (), data, step=None, model=Plan)
         for finding in findings:
             _attach_step(finding, raw_steps)
@@ -183,8 +186,11 @@ def parse_plan(
     )
     findings += registry_findings
     findings += check_graph(graph_input, tolerated)
-    if plan is not None and not any(f.code.startswith("graph.") for f in findings):
-        findings += check_plan(plan, raw_steps)
+    if not any(f.code.startswith("graph.") for f in findings):
+        if plan is not None:
+            findings += check_plan(plan, raw_steps)
+        elif raw_steps and len(steps) == len(raw_steps):
+            findings += check_plan(_shadow_plan(data, steps, bad_fields), raw_steps)
 
     issues = [_to_issue(path, doc.source, f) for f in _dedupe(findings)]
     issues.sort(key=lambda i: (i.line or 0, i.col or 0, i.code))
@@ -194,6 +200,24 @@ def parse_plan(
         return _resolve_defaults(plan, registry, validated), doc.source, []
     except _InputsFailed as exc:
         return None, doc.source, [_to_issue(path, doc.source, exc.finding)]
+
+
+def _shadow_plan(data: dict[str, Any], steps: list[tuple[int, Step]], bad: set[str]) -> Plan:
+    """An unvalidated stand-in for an invalid plan whose every step is (partly) valid.
+
+    Only the parts ``check_plan`` reads, and only those that validated: so the canary stage,
+    references and resources are checked even when, say, the title is missing.
+    """
+    canary = None
+    if data.get("canary") is not None and "canary" not in bad:
+        with contextlib.suppress(ValidationError):
+            canary = Canary.model_validate(data["canary"])
+    resources = data.get("resources") if "resources" not in bad else None
+    return Plan.model_construct(
+        steps=tuple(step for _, step in steps),
+        canary=canary,
+        resources=tuple(resources) if isinstance(resources, list) else (),
+    )
 
 
 def _partial_step(raw_step: Any, exc: ValidationError) -> tuple[Step, frozenset[str]] | None:

@@ -707,3 +707,22 @@ def test_a_dropped_compensate_is_not_also_reported_missing(tmp_path, capsys):
     errors = json_errors(tmp_path, capsys, text)
     assert {e["code"] for e in errors} == {"field.invalid"}
     assert {e["field"] for e in errors} == {"timeout", "compensate.retry.max_attempts"}
+
+
+def test_plan_level_checks_run_even_when_a_plan_field_is_invalid(tmp_path, capsys):
+    text = HEADER.replace("title: Demo plan\n", "") + (
+        "resources: [db/a, db/a]\n"  # 6
+        "canary: {steps: [canery], analysis: [check]}\n"  # 7
+        "steps:\n"  # 8
+        "  - {id: check, action: probe, timeout: soon, with: {http: {url: 'https://m', "
+        "json_path: x}, thresholds: {max_value: 1}}}\n"  # 9
+        "  - {id: b, action: noop, with: {message: '${{ steps.check.outputs.v }}'}}\n"  # 10
+    )
+    errors = json_errors(tmp_path, capsys, text)
+    assert [(e["line"], e["code"]) for e in errors] == [
+        (1, "field.missing"),
+        (6, "plan.duplicate_resource"),
+        (7, "canary.unknown_step"),
+        (9, "field.invalid"),
+        (10, "ref.not_upstream"),
+    ]
