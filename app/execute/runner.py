@@ -57,13 +57,14 @@ from app.execute.retry import run_with_retries
 from app.execute.saga import run_saga
 from app.execute.scheduler import ReadyQueue, effective_needs
 from app.execute.state import Phase, StateStore
+from app.plan.digest import canonical_json, sha256_hex
 from app.plan.loader import LoadedPlan
 from app.plan.model import Compensation, Plan, Step
 
 __all__ = ["RunOptions", "Runner"]
 
 #: run states after which a re-run of the same digest does nothing (a human starts over)
-FINAL = {"succeeded", "compensated", "aborted", "compensation_failed"}
+FINAL = {"succeeded", "compensated", "aborted", "compensation_failed", "superseded"}
 DEFAULT_MAX_PARALLEL = 4
 
 
@@ -78,6 +79,12 @@ class RunOptions:
     breaker_reset_timeout: float = 30.0
     #: steps a human checked after an interruption: "done" (effect in place) or "retry"
     resolve_interrupted: Mapping[str, str] = field(default_factory=dict)
+
+
+def budget_shape(plan: Plan) -> str:
+    """Digest of the plan without its budget: "the same plan, only the budget changed"."""
+    body = plan.model_dump(mode="json", by_alias=True, exclude={"budget"})
+    return "sha256:" + sha256_hex(canonical_json(body))
 
 
 class _Stop(Exception):
@@ -157,7 +164,14 @@ class Runner:
         if existing is not None and existing.status in FINAL:
             return self._final_result(plan, digest, existing.run_id, existing.status,
                                       existing.reason)  # fmt: skip
-        run_id = existing.run_id if existing else self.new_run_id()
+        shape = budget_shape(plan)
+        adopt = None
+        if existing is None:  # a paused run whose plan only got a raised budget continues
+            adopt = self.state.paused_predecessor(plan.id, shape, digest)
+        if existing is not None:
+            run_id = existing.run_id
+        else:
+            run_id = adopt.run_id if adopt is not None else self.new_run_id()
         emit = self.events.emit
         emit("run.requested", plan=plan.id, digest=digest, run_id=run_id)
         try:
@@ -180,7 +194,14 @@ class Runner:
         try:
             if plan.resources:
                 emit("lock.acquired", run_id=run_id, resources=list(plan.resources))
-            return await self._run_locked(loaded, run_id)
+            if adopt is not None:
+                carried = self.state.adopt(adopt.digest, digest, self.now())
+                emit("run.adopted", run_id=run_id, previous_digest=adopt.digest,
+                     steps=carried)  # fmt: skip
+            self.state.record_shape(digest, plan.id, shape)
+            result = await self._run_locked(loaded, run_id)
+            result.resumed = result.resumed or adopt is not None
+            return result
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -73,6 +73,12 @@ CREATE TABLE IF NOT EXISTS sagas (
     reason TEXT NOT NULL,
     started_at REAL NOT NULL
 );
+-- the plan without its budget: a paused run resumes under a new digest that only raised it
+CREATE TABLE IF NOT EXISTS shapes (
+    digest TEXT PRIMARY KEY,
+    plan_id TEXT NOT NULL,
+    shape TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS locks (
     resource TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -195,8 +201,48 @@ class StateStore:
     def reset_run(self, digest: str) -> None:
         """Forget everything about ``digest`` (a deliberate fresh start by a human)."""
         with self._tx() as c:
-            for table in ("runs", "attempts", "steps", "sagas"):
+            for table in ("runs", "attempts", "steps", "sagas", "shapes"):
                 c.execute(f"DELETE FROM {table} WHERE digest=?", (digest,))
+
+    def record_shape(self, digest: str, plan_id: str, shape: str) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO shapes (digest, plan_id, shape) VALUES (?, ?, ?)",
+            (digest, plan_id, shape),
+        )
+
+    def paused_predecessor(self, plan_id: str, shape: str, digest: str) -> RunRecord | None:
+        """A paused run of the same plan that differs from ``digest`` only in its budget."""
+        row = self.conn.execute(
+            "SELECT r.digest, r.run_id, r.plan_id, r.status, r.reason, r.invocations"
+            " FROM runs r JOIN shapes s ON s.digest = r.digest WHERE r.plan_id=? AND s.shape=?"
+            " AND r.status='paused' AND r.digest != ? ORDER BY r.updated_at DESC LIMIT 1",
+            (plan_id, shape, digest),
+        ).fetchone()
+        return RunRecord(*row) if row else None
+
+    def adopt(self, old: str, new: str, now: float) -> int:
+        """Carry the completed steps (and attempt history) of run ``old`` over to ``new``.
+
+        ``old`` ends ``superseded``; returns how many completed steps were carried over.
+        """
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO attempts SELECT ?, phase, step_id, attempt, status,"
+                " idempotency_key, started_at, finished_at, error_kind, error FROM attempts"
+                " WHERE digest=? AND status != 'running'",
+                (new, old),
+            )
+            cur = c.execute(
+                "INSERT OR IGNORE INTO steps SELECT ?, phase, step_id, status, seq, outputs,"
+                " usage, error, finished_at FROM steps WHERE digest=? AND phase='step'"
+                " AND status='succeeded'",
+                (new, old),
+            )
+            c.execute(
+                "UPDATE runs SET status='superseded', reason=?, updated_at=? WHERE digest=?",
+                (f"resumed as {new} (budget raised)", now, old),
+            )
+        return cur.rowcount
 
     def begin_saga(self, digest: str, final_status: str, reason: str, now: float) -> None:
         """Recorded before the first compensation: a re-run resumes the saga, nothing else."""

@@ -111,3 +111,29 @@ def test_soft_budget_warns_once(tmp_path):
     assert result.status == "succeeded"
     assert len(h.events.of("budget.soft_limit")) == 1
     assert result.warnings and "soft limit" in result.warnings[0]
+
+
+def test_paused_run_resumes_after_a_new_approval_raises_the_budget(tmp_path):
+    shell = _spending_shell()
+    h = make_runner(tmp_path, impls(shell))
+    paused = asyncio.run(h.runner.run(_tokens_plan("pause")))
+    assert paused.status == "paused"
+    raised = _plan("budget:\n  tokens: {soft: 100, hard: 1000}\n  on_hard_limit: pause\n")
+    assert raised.digest != _tokens_plan("pause").digest
+    result = asyncio.run(h.runner.run(raised))
+    assert result.status == "succeeded" and result.resumed
+    assert shell.steps() == ["a", "b", "c"]  # a and b were not repeated
+    assert result.run_id == paused.run_id  # one correlation id across the pause
+    assert h.gate.calls[-1] == raised.digest  # the raised plan needed its own approval
+    assert h.state.get_run(_tokens_plan("pause").digest).status == "superseded"
+    assert h.events.of("run.adopted")[0]["steps"] == 3  # look, a, b
+
+
+def test_a_changed_plan_does_not_adopt_a_paused_run(tmp_path):
+    shell = _spending_shell()
+    h = make_runner(tmp_path, impls(shell))
+    assert asyncio.run(h.runner.run(_tokens_plan("pause"))).status == "paused"
+    other = plan_from("steps:\n  - id: look\n    action: noop\n" + shell_step("a", ["look"]))
+    result = asyncio.run(h.runner.run(other))
+    assert not result.resumed
+    assert shell.steps() == ["a", "b", "a"]
