@@ -129,9 +129,10 @@ Scope = Literal["all", "approval"]
 class PullRequestPipeline:
     """Read the pull request through ``RepoClient``, evaluate, publish check runs.
 
-    Check-run ids are remembered in the inbox per (repo, head SHA, name): a retried or
-    duplicated delivery updates the runs it created instead of making a second set; ``fresh``
-    (a re-run request) creates new ones.
+    Each delivery publishes its own check runs (GitHub shows and enforces the latest run of each
+    name on a commit). Their ids are remembered in the inbox per delivery, so a *retried*
+    delivery updates the runs it created instead of making a second set (and duplicated
+    deliveries never get this far: the inbox dedupes them).
     """
 
     def __init__(
@@ -154,7 +155,7 @@ class PullRequestPipeline:
         *,
         scope: Scope = "all",
         with_reviews: bool = True,
-        fresh: bool = False,
+        delivery_id: str,
     ) -> list[CheckOutcome]:
         names = CHECK_NAMES if scope == "all" else ("plangate/approval",)
         files = client.changed_files(pull.number, head_sha=pull.head_sha, base_sha=pull.base_sha)
@@ -162,7 +163,7 @@ class PullRequestPipeline:
         removed = [f.path for f in files if is_plan_path(f.path) and f.status == "removed"]
         if not plan_files:
             outcomes = [no_plans_outcome(n) for n in names]
-            self._publish(client, pull, outcomes, fresh=fresh)
+            self._publish(client, pull, outcomes, delivery_id=delivery_id)
             return outcomes
 
         results = [self._load(client, pull, f) for f in plan_files]
@@ -178,7 +179,7 @@ class PullRequestPipeline:
             with_reviews=with_reviews,
         )
         chosen = [o for o in outcomes if o.name in names]
-        self._publish(client, pull, chosen, fresh=fresh)
+        self._publish(client, pull, chosen, delivery_id=delivery_id)
         return chosen
 
     def _load(self, client: RepoClient, pull: PullRequestInfo, f: ChangedFile) -> FileResult:
@@ -252,7 +253,7 @@ class PullRequestPipeline:
         pull: PullRequestInfo,
         outcomes: list[CheckOutcome],
         *,
-        fresh: bool,
+        delivery_id: str,
     ) -> None:
         repo = client.full_name
         for outcome in outcomes:
@@ -262,10 +263,12 @@ class PullRequestPipeline:
                 details_url=self.details_url,
                 external_id=f"{repo}#{pull.number}@{pull.head_sha}",
             )
-            existing = None if fresh else self.inbox.check_run_id(repo, pull.head_sha, outcome.name)
+            existing = self.inbox.check_run_id(delivery_id, repo, pull.head_sha, outcome.name)
             if existing is None:
                 check_id = client.create_check_run(first)
-                self.inbox.remember_check_run(repo, pull.head_sha, outcome.name, check_id)
+                self.inbox.remember_check_run(
+                    delivery_id, repo, pull.head_sha, outcome.name, check_id
+                )
             else:
                 check_id = existing
                 client.update_check_run(

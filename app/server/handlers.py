@@ -62,14 +62,19 @@ def build_router(
         pr = pull_info(event.payload["pull_request"])
         if pr.state != "open":
             return
-        pipeline.run(client_for(event), pr, with_reviews=event.action != "opened")
+        pipeline.run(
+            client_for(event),
+            pr,
+            with_reviews=event.action != "opened",
+            delivery_id=event.delivery_id,
+        )
 
     @router.register("pull_request_review", *REVIEW_ACTIONS)
     def on_review(event: Event) -> None:
         pr = pull_info(event.payload["pull_request"])
         if pr.state != "open":
             return
-        pipeline.run(client_for(event), pr, scope="approval")
+        pipeline.run(client_for(event), pr, scope="approval", delivery_id=event.delivery_id)
 
     @router.register("check_suite", "requested", "rerequested")
     def on_check_suite(event: Event) -> None:
@@ -85,9 +90,9 @@ def build_router(
     def _rerun(
         event: Event, prs: list[Mapping[str, Any]], head_sha: str, *, force: bool = False
     ) -> None:
-        fresh = force or event.action == "rerequested"
+        rerun = force or event.action == "rerequested"
         repo = event.repo_full_name or ""
-        if not fresh and inbox.check_run_id(repo, head_sha, "plangate/validate") is not None:
+        if not rerun and inbox.has_check_runs(repo, head_sha):
             return  # the pull_request event for this head already produced the checks
         client = None
         for ref in prs:
@@ -95,7 +100,7 @@ def build_router(
             pr = client.pull(int(ref["number"]))
             if pr.head_sha != head_sha or pr.state != "open":
                 continue  # superseded by a newer push
-            pipeline.run(client, pr, fresh=fresh)
+            pipeline.run(client, pr, delivery_id=event.delivery_id)
 
     @router.register("installation", *INSTALLATION_ACTIONS)
     def on_installation(event: Event) -> None:
@@ -120,11 +125,11 @@ def build_router(
             return
         client = client_for(event)
         for pr in client.open_pulls(default):
-            _reevaluate(client, pr)
+            _reevaluate(client, pr, event.delivery_id)
 
-    def _reevaluate(client: RepoClient, pr: PullRequestInfo) -> None:
+    def _reevaluate(client: RepoClient, pr: PullRequestInfo, delivery_id: str) -> None:
         try:
-            pipeline.run(client, pr)
+            pipeline.run(client, pr, delivery_id=delivery_id)
         except Exception:
             log.exception("re-evaluating %s#%s after a policy change", client.full_name, pr.number)
             raise

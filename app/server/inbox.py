@@ -11,9 +11,9 @@ stored once and processed once. States::
 
 ``claim`` hands out the oldest ready delivery whose ordering key (``owner/repo#PR``) has no
 earlier unfinished delivery, which gives per-pull-request ordering with several workers.
-The log also remembers check-run ids per (repo, head SHA, name) so a retried delivery updates
-the check runs it already created instead of creating a second set, and the App installations
-seen in ``installation`` events.
+The log also remembers which check runs each delivery created (per repo, head SHA and name), so
+a retried delivery updates the runs it already created instead of creating a second set, and
+the App installations seen in ``installation`` events.
 """
 
 from __future__ import annotations
@@ -56,12 +56,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (status, next_attempt_at, seq);
 CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries (order_key, status, seq);
 CREATE TABLE IF NOT EXISTS check_runs (
+    delivery_id TEXT NOT NULL,
     repo TEXT NOT NULL,
     head_sha TEXT NOT NULL,
     name TEXT NOT NULL,
     check_run_id INTEGER NOT NULL,
-    PRIMARY KEY (repo, head_sha, name)
+    PRIMARY KEY (delivery_id, repo, head_sha, name)
 );
+CREATE INDEX IF NOT EXISTS check_runs_head ON check_runs (repo, head_sha);
 CREATE TABLE IF NOT EXISTS installations (
     id INTEGER PRIMARY KEY,
     account TEXT,
@@ -313,20 +315,32 @@ class Inbox:
 
     # -- check runs and installations ----------------------------------------------------------
 
-    def check_run_id(self, repo: str, head_sha: str, name: str) -> int | None:
+    def check_run_id(self, delivery_id: str, repo: str, head_sha: str, name: str) -> int | None:
+        """The check run a delivery already created (a retry updates it instead of adding one)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT check_run_id FROM check_runs WHERE repo=? AND head_sha=? AND name=?",
-                (repo, head_sha, name),
+                "SELECT check_run_id FROM check_runs WHERE delivery_id=? AND repo=? "
+                "AND head_sha=? AND name=?",
+                (delivery_id, repo, head_sha, name),
             ).fetchone()
         return int(row[0]) if row else None
 
-    def remember_check_run(self, repo: str, head_sha: str, name: str, check_run_id: int) -> None:
+    def has_check_runs(self, repo: str, head_sha: str) -> bool:
+        """Did any delivery publish check runs for this head already?"""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM check_runs WHERE repo=? AND head_sha=? LIMIT 1", (repo, head_sha)
+            ).fetchone()
+        return row is not None
+
+    def remember_check_run(
+        self, delivery_id: str, repo: str, head_sha: str, name: str, check_run_id: int
+    ) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO check_runs (repo, head_sha, name, check_run_id) "
-                "VALUES (?, ?, ?, ?)",
-                (repo, head_sha, name, check_run_id),
+                "INSERT OR REPLACE INTO check_runs "
+                "(delivery_id, repo, head_sha, name, check_run_id) VALUES (?, ?, ?, ?, ?)",
+                (delivery_id, repo, head_sha, name, check_run_id),
             )
 
     def record_installation(
