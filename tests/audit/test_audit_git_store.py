@@ -261,3 +261,37 @@ def test_queries_from_several_threads(git_store, make_draft):
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(ask, range(12)))
     assert all(r == expected for r in results)
+
+
+def _appender_until_killed(repo: str, acks: str) -> None:
+    store = GitAuditStore(repo, batch_size=13)  # commits often: kills land mid-commit too
+    i = 0
+    with open(acks, "a", buffering=1) as out:
+        while True:
+            events = store.append([draft(i, payload={"i": i}), draft(i + 1, payload={"i": i + 1})])
+            out.write(" ".join(e.hash for e in events) + "\n")  # only after append returned
+            i += 2
+
+
+def test_sigkill_at_any_moment_loses_no_acknowledged_event(git_repo, tmp_path):
+    import signal
+    import time
+
+    acks = tmp_path / "acks.txt"
+    acks.touch()
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(3):
+        proc = ctx.Process(target=_appender_until_killed, args=(str(git_repo), str(acks)))
+        proc.start()
+        target = 40 * (round_ + 1)
+        while len(acks.read_text().split()) < target:  # wait for progress, not for time
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+    acknowledged = acks.read_text().split()
+    store = GitAuditStore(git_repo)
+    store.commit()
+    stored = {e.hash for e in store.events()}
+    assert set(acknowledged) <= stored
+    result = store.verify()
+    assert result.ok, result.first_break
