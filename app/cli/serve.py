@@ -25,6 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="URL",
         help="dashboard URL linked from check runs (details_url)",
     )
+    serve.add_argument(
+        "--write-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="pause between write requests per installation, as GitHub asks integrations to "
+        "do to stay clear of secondary rate limits (default 1.0; 0 disables)",
+    )
     serve.set_defaults(func=run_serve)
 
 
@@ -39,7 +47,10 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     settings = Settings.from_env()
     deps = Deps.from_settings(
-        settings, evaluator=PolicyEngineEvaluator(), details_url=args.details_url
+        settings,
+        evaluator=PolicyEngineEvaluator(),
+        details_url=args.details_url,
+        seconds_between_writes=args.write_interval or None,
     )
     app = create_app(settings, deps)
     logging.getLogger("plangate").info(

@@ -80,6 +80,7 @@ class Deps:
         start_worker: bool = True,
         details_url: str | None = None,
         durable: bool = True,
+        seconds_between_writes: float | None = None,
     ) -> Deps:
         """Production wiring: inbox under ``PLANGATE_DATA_DIR``, App auth, the evaluator.
 
@@ -90,7 +91,13 @@ class Deps:
         _require_secret(settings)  # before anything touches the disk
         inbox = Inbox.in_dir(settings.data_dir, durable=durable)
         if clients is None:
-            clients = app_clients(settings, http_retry=http_retry, clock=clock, sleep=sleep)
+            clients = app_clients(
+                settings,
+                http_retry=http_retry,
+                clock=clock,
+                sleep=sleep,
+                seconds_between_writes=seconds_between_writes,
+            )
         pipeline = PullRequestPipeline(
             evaluator=evaluator or NotConfiguredEvaluator(),
             inbox=inbox,

@@ -78,6 +78,8 @@ def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--log-level",
             "warning",
+            "--write-interval",
+            "0",
         ],
         cwd=ROOT,
         env=env,
