@@ -92,7 +92,7 @@ class _Stop(Exception):
 
     def __init__(self, kind: str, reason: str, step: str | None = None, evidence: Any = None):
         super().__init__(reason)
-        self.kind = kind  # failed | canary | budget_abort | budget_pause | policy
+        self.kind = kind  # failed | canary | budget_abort | budget_pause | pause | policy
         self.reason = reason
         self.step = step
         self.evidence = evidence
@@ -137,6 +137,7 @@ class Runner:
         self.secrets = dict(secrets or {})
         self.work_dir = work_dir
         self.heartbeat_sleep = heartbeat_sleep
+        self._lock_lost = asyncio.Event()
         #: one breaker per service boundary, shared by every run of this runner
         self.breakers = BreakerRegistry(
             clock=now,
@@ -190,7 +191,8 @@ class Runner:
             emit("lock.busy", run_id=run_id, plan=plan.id, reason=exc.message)
             self.events.flush()
             return RunResult(plan.id, digest, run_id, "refused", exc.message)
-        heartbeat = asyncio.create_task(self._heartbeat(run_id))
+        self._lock_lost = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(run_id, bool(plan.resources)))
         try:
             if plan.resources:
                 emit("lock.acquired", run_id=run_id, resources=list(plan.resources))
@@ -211,10 +213,16 @@ class Runner:
                 emit("lock.released", run_id=run_id, resources=list(plan.resources))
             self.events.flush()
 
-    async def _heartbeat(self, run_id: str) -> None:
+    async def _heartbeat(self, run_id: str, holds_locks: bool) -> None:
+        """Renew the lease; if it was lost (we stalled past it and someone took a resource),
+        no new step may start: the run pauses rather than touch a resource it no longer holds.
+        """
         while True:
             await self.heartbeat_sleep(self.locks.lease / 3)
-            self.locks.renew(run_id)
+            if self.locks.renew(run_id) == 0 and holds_locks:
+                self._lock_lost.set()
+                self.events.emit("lock.lost", run_id=run_id)
+                return
 
     def _check_implementations(self, loaded: LoadedPlan) -> None:
         missing: list[str] = []
@@ -311,7 +319,7 @@ class Runner:
                 return self._finish(ctx, "paused", reason + "; re-run the same plan to resume")
             emit("run.promoted" if plan.canary else "run.completed", run_id=run_id)
             return self._finish(ctx, "succeeded", "all steps succeeded")
-        if stop.kind == "budget_pause":
+        if stop.kind in ("budget_pause", "pause"):
             return self._finish(ctx, "paused", stop.reason)
         if stop.kind == "canary":
             incident = Incident(
@@ -442,6 +450,13 @@ class Runner:
     def _before_step(self, ctx: _RunContext, step: Step) -> _Stop | None:
         """Budget before every step; runtime policy before every mutating step."""
         emit = self.events.emit
+        if self._lock_lost.is_set():
+            return _Stop(
+                "pause",
+                f"the lease on the plan's resources was lost before step '{step.id}' (the run "
+                "stalled longer than the lease); re-run to resume",
+                step.id,
+            )
         for warning in ctx.budget.new_warnings():
             ctx.result.warnings.append(f"budget soft limit: {warning}")
             emit("budget.soft_limit", run_id=ctx.run_id, message=warning)

@@ -110,3 +110,35 @@ def test_a_failed_step_is_never_retried_by_a_rerun(tmp_path):
     assert result.status == "compensated"
     assert "step 'b' failed: boom" in result.reason
     assert [c.inputs["run"] for c in shell.calls] == [["undo", "a"]]
+
+
+def test_a_lost_lease_pauses_before_the_next_step(tmp_path):
+    loaded = plan_from("resources: [r1]\nsteps:\n" + shell_step("a") + shell_step("b", ["a"]))
+    h = make_runner(tmp_path, impls())
+    beat = asyncio.Event()
+
+    class StallThenSteal(RecordingAction):
+        async def run(self, inputs, ctx):
+            if ctx.step_id == "a":
+                # we stall past the lease; another run takes the expired resource
+                h.clock.t += 120
+                assert h.runner.locks.try_acquire(["r1"], "thief", "other") == []
+                beat.set()
+                for _ in range(20):
+                    await asyncio.sleep(0)
+            return await super().run(inputs, ctx)
+
+    shell = StallThenSteal("shell")
+    h.runner.implementations = impls(shell)
+
+    async def heartbeat(_: float) -> None:
+        await beat.wait()
+        beat.clear()
+
+    h.runner.heartbeat_sleep = heartbeat
+    result = asyncio.run(h.runner.run(loaded))
+    assert result.status == "paused"
+    assert "lease on the plan's resources was lost before step 'b'" in result.reason
+    assert shell.steps() == ["a"]
+    assert "lock.lost" in h.events.types()
+    assert [x.holder for x in h.runner.locks.holders()] == ["thief"]  # ours only were released
