@@ -1,6 +1,12 @@
 """The GitHub App's webhook server: verify, persist, acknowledge, then process in the background.
 
-``app.py`` wires the FastAPI application; ``webhooks.py`` is the sans-I/O part (signature check,
-``Event`` value, router); ``inbox.py`` is the durable delivery log; ``worker.py`` drains it with
-retries; ``handlers.py`` turns events into check runs through the ``app.github`` adapter.
+- ``app.py``: ``create_app(settings, deps)`` and ``Deps.from_settings`` (the wiring);
+- ``webhooks.py``: the sans-I/O part (HMAC check, ``Event`` value, ``(event, action)`` router);
+- ``ingest.py``: group commit of concurrent deliveries (one transaction per loop iteration);
+- ``inbox.py``: the durable delivery log (SQLite WAL, dedupe, per-PR order, coalescing);
+- ``worker.py``: drains the inbox with retries, dead letters and resume after a crash;
+- ``handlers.py``: thin per-``(event, action)`` handlers;
+- ``evaluate.py``: the pipeline (plans at head, policy at base, four check runs) and the
+  ``Evaluator`` port; ``engine.py``: the evaluator backed by the policy engine and approval gate;
+- ``recovery.py``: redelivery of missed webhooks through the App's deliveries API.
 """
