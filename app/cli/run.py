@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import time
 import uuid
@@ -29,7 +30,7 @@ from pathlib import Path
 from rich.console import Console
 
 from app.actions.registry import default_registry
-from app.errors import InputError
+from app.errors import InputError, PlangateError
 from app.execute.incidents import FileIncidentReporter
 from app.execute.locks import LockManager
 from app.execute.metrics import MetricsSink
@@ -211,8 +212,24 @@ def _execute(args: argparse.Namespace, loaded, state: StateStore, data_dir: Path
         secrets=_secrets(loaded.plan),
         work_dir=Path.cwd(),
     )
+
+    async def run_until_signalled() -> RunResult:
+        # SIGTERM (a cancelled CI job, systemd stop) cancels the run like Ctrl-C: running steps
+        # are cancelled (their attempts stay "running", so the next run triages them), locks
+        # are released and events flushed on the way out.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await runner.run(loaded)
+
     with progress:
-        return asyncio.run(runner.run(loaded))
+        try:
+            return asyncio.run(run_until_signalled())
+        except asyncio.CancelledError as exc:
+            raise PlangateError(
+                f"{args.plan}: run stopped by SIGTERM; locks were released",
+                hint="re-run the same plan to resume; completed steps are not repeated",
+            ) from exc
 
 
 def _secrets(plan: Plan) -> dict[str, str]:

@@ -175,3 +175,22 @@ def test_two_processes_contend_for_a_resource(tmp_path):
         holder.wait()
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int((tmp_path / "started").read_text()), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_sigterm_releases_locks_and_the_run_resumes(tmp_path):
+    plan = _plan(tmp_path, idempotent=True)
+    proc = _cli(str(plan), "--data-dir", str(tmp_path / "data"), "--unsafe-no-approval")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "run stopped by SIGTERM; locks were released" in err
+    # the step's process was killed with the cancellation, and the lock is free at once
+    code, out, err = _rerun(tmp_path, plan)
+    assert code == 0, out + err
+    assert (tmp_path / "log").read_text().split() == ["s1", "s2", "s3", "s3", "s4"]
