@@ -163,6 +163,16 @@ class PullRequestPipeline:
         removed = [f.path for f in files if is_plan_path(f.path) and f.status == "removed"]
         if not plan_files:
             outcomes = [no_plans_outcome(n) for n in names]
+            if removed:  # only removals: nothing to run, but say so instead of "no plans"
+                outcomes = [
+                    CheckOutcome(
+                        o.name,
+                        "neutral",
+                        f"{len(removed)} plan file(s) removed; nothing to check",
+                        "\n".join(f"- `{p}` removed" for p in removed),
+                    )
+                    for o in outcomes
+                ]
             self._publish(client, pull, outcomes, delivery_id=delivery_id)
             return outcomes
 

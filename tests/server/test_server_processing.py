@@ -406,3 +406,19 @@ def test_review_dismissed_updates_approval_only(settings, fake):
     runs = [r for r in fake.check_runs.values() if r["name"] == "plangate/approval"]
     assert len(runs) == 2  # a new approval run on the same head; the others untouched
     assert len(fake.check_runs) == 5
+
+
+def test_pr_only_removing_a_plan_says_so(settings, fake):
+    repo = fake.repo(REPO)
+    repo.commit(
+        {"README.md": "hi\n", "policies/teams.yaml": POLICY, "plans/old.yaml": PLAN},
+        branch="master",
+        sha=BASE,
+    )
+    repo.commit({"README.md": "hi\n", "policies/teams.yaml": POLICY}, sha=HEAD)
+    client, deps = _setup(settings)
+    post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    deps.worker.drain()
+    validate = fake.runs_for(HEAD)["plangate/validate"]
+    assert validate["conclusion"] == "neutral"
+    assert validate["output"]["title"] == "1 plan file(s) removed; nothing to check"
