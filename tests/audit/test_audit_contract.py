@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.audit.events import GENESIS_HASH, ChainHead, event_hash
 from app.audit.query import AuditQuery
@@ -95,3 +97,59 @@ def test_queries_see_uncommitted_events(any_store, make_draft):
     assert len(any_store.query(AuditQuery())) == 3
     any_store.append([make_draft(3, plan_id="late")])
     assert [e.seq for e in any_store.query(AuditQuery(plan_id="late"))] == [4]
+
+
+def test_store_never_rewrites_history(tmp_path, make_draft):
+    """Every commit only adds segments; every earlier tip stays an ancestor of the ref."""
+    import git
+
+    from app.audit.git_store import GitAuditStore
+
+    git.Repo.init(tmp_path)
+    store = GitAuditStore(tmp_path, batch_size=7)
+    tips: list[str] = []
+    blobs: dict[str, str] = {}
+    for k in range(6):
+        store.append([make_draft(10 * k + i) for i in range(k + 3)])
+        store.commit()
+        tip = store.tip()
+        assert all(store.is_ancestor(old, tip) for old in tips)
+        now = {s.path: s.blob for s in store.segments()}
+        assert all(now[path] == blob for path, blob in blobs.items())
+        tips.append(tip)
+        blobs = now
+
+
+_OPS = st.lists(
+    st.tuples(st.integers(min_value=0, max_value=9), st.booleans()), min_size=1, max_size=8
+)
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_OPS)
+def test_git_store_behaves_like_the_reference(tmp_path_factory, ops):
+    """Random append sizes and commit points: same events, same answers as in memory."""
+    import git
+    from audit_support import draft
+
+    from app.audit.git_store import GitAuditStore
+    from app.audit.store import InMemoryAuditStore
+
+    path = tmp_path_factory.mktemp("repo")
+    git.Repo.init(path)
+    real, ref = GitAuditStore(path, batch_size=5), InMemoryAuditStore()
+    n = 0
+    for size, commit in ops:
+        batch = [draft(n + i) for i in range(size)]
+        n += size
+        assert real.append(batch) == ref.append(batch)
+        if commit:
+            real.commit()
+    assert list(real.events()) == list(ref.events())
+    assert real.head() == ref.head()
+    for query in (AuditQuery(plan_id="plan-1"), AuditQuery(types=("run.finished",), limit=2)):
+        assert real.query(query) == ref.query(query)
+    assert real.verify().ok
+    real.close()
