@@ -71,6 +71,8 @@ def fake() -> Iterator[FakeGitHub]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         gh.install(rsps)
         yield gh
+    # every request body the app sent in any server test matches GitHub's OpenAPI schema
+    assert gh.schema_errors == []
 
 
 def make_deps(settings: Settings, **kw: Any) -> Deps:
