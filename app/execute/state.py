@@ -23,9 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from app.errors import InputError
+
 __all__ = ["AttemptRecord", "RunRecord", "StateStore", "connect"]
 
 Phase = Literal["step", "compensate"]
+#: bumped on incompatible schema changes; a newer database is refused, never rewritten
+SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -100,7 +104,16 @@ def connect(path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") ->
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise InputError(
+            f"{path}: state database has schema version {version}; this plangate knows "
+            f"{SCHEMA_VERSION}",
+            hint="upgrade plangate, or point --data-dir at another directory",
+        )
     conn.executescript(_SCHEMA)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return conn
 
 

@@ -194,3 +194,12 @@ def test_sigterm_releases_locks_and_the_run_resumes(tmp_path):
     code, out, err = _rerun(tmp_path, plan)
     assert code == 0, out + err
     assert (tmp_path / "log").read_text().split() == ["s1", "s2", "s3", "s3", "s4"]
+
+
+def test_dry_run_json(tmp_path, capsys):
+    plan = _plan(tmp_path, idempotent=False)
+    assert main(["run", str(plan), "--dry-run", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["levels"] == [["s1"], ["s2"], ["s3"], ["s4"]]
+    assert doc["critical_path"] == ["s1", "s2", "s3", "s4"]
+    assert doc["digest"].startswith("sha256:")

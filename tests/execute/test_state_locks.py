@@ -220,3 +220,16 @@ def test_locks_released_when_the_run_crashes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(h.runner.run(loaded))
     assert h.runner.locks.holders() == []
+
+
+def test_a_newer_state_database_is_refused(tmp_path):
+    import sqlite3
+
+    from app.errors import InputError
+
+    StateStore.open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(InputError, match="schema version 99"):
+        StateStore.open(tmp_path)
