@@ -129,7 +129,7 @@ class GitAuditStore:
             raise AuditError(f"batch_size must be at least 1, got {batch_size}")
         path = Path(repo_path)
         try:
-            self._repo = git.Repo(path)
+            self._repo = git.Repo(path, search_parent_directories=True)
         except (InvalidGitRepositoryError, NoSuchPathError) as exc:
             if not create:
                 raise AuditError(
@@ -323,12 +323,19 @@ class GitAuditStore:
 
     def _write_journal(self, lines: Sequence[str]) -> None:
         payload = ("\n".join(lines) + "\n").encode("utf-8")
+        created = not self._journal_path.exists()
         fd = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, payload)
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:  # a new file is durable only once its directory entry is
+            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
     def _extend_journal_cache(
         self, records: Sequence[tuple[AuditEvent, str, dict[str, Any]]]
@@ -469,8 +476,15 @@ class GitAuditStore:
         cacheinfo: list[str] = []
         for path, data in files:
             istream = odb.store(IStream(b"blob", len(data), BytesIO(data)))
-            cacheinfo += ["--cacheinfo", f"100644,{istream.hexsha.decode()},{path}"]
+            sha = istream.hexsha.decode()
+            self._fsync_object(sha)
+            cacheinfo += ["--cacheinfo", f"100644,{sha},{path}"]
         env = {
+            # The journal is cleared once the ref moved, so the commit must survive a power
+            # cut first: git fsyncs the trees, the commit and the ref it writes (git >= 2.36).
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "core.fsync",
+            "GIT_CONFIG_VALUE_0": "all",
             "GIT_INDEX_FILE": str(self.state_dir / "commit-index"),
             "GIT_AUTHOR_NAME": self._committer[0],
             "GIT_AUTHOR_EMAIL": self._committer[1],
@@ -499,6 +513,18 @@ class GitAuditStore:
             ) from exc
         self._head_cache[new] = ChainHead(pending[-1].seq, pending[-1].hash)
         return new
+
+    def _fsync_object(self, sha: str) -> None:
+        """Flush a loose object gitdb just wrote (gitdb does not fsync)."""
+        path = Path(self._repo.git_dir) / "objects" / sha[:2] / sha[2:]
+        if not path.exists():  # already packed, or stored before: durable already
+            return
+        for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
+            fd = os.open(target, flags)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     @staticmethod
     def _segment_file(run: Sequence[_Entry]) -> tuple[str, bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import git
 import pytest
@@ -187,3 +188,10 @@ def test_bad_time_is_a_usage_error(repo):
     with pytest.raises(SystemExit) as exc:
         main(["audit", "list", "--repo", repo, "--since", "yesterday"])
     assert exc.value.code == 2
+
+
+def test_repo_found_from_a_subdirectory(repo, capsys):
+    sub = Path(repo) / "sub"
+    sub.mkdir()
+    assert main(["audit", "list", "--repo", str(sub), "--run", "run-x", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 3
