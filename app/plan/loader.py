@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import stat
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,20 +53,26 @@ def load_plan(path: str | Path, *, registry: ActionRegistry | None = None) -> Lo
     """Read and validate one plan file from disk."""
     display = str(path)
     try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, a device never end
+            raise PlanError(
+                [Issue(display, "is not a regular file", "path.not_file", hint="name a plan file")]
+            )
+        if info.st_size > MAX_BYTES:  # refuse before reading: a plan path may point at anything
+            raise PlanError(
+                [
+                    Issue(
+                        display,
+                        f"file is {info.st_size:,} bytes; the limit is {MAX_BYTES:,} bytes",
+                        "file.too_large",
+                        hint="split the plan into several smaller plans",
+                    )
+                ]
+            )
         with Path(path).open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > MAX_BYTES:  # refuse before reading: a plan path may point at anything
-                raise PlanError(
-                    [
-                        Issue(
-                            display,
-                            f"file is {size:,} bytes; the limit is {MAX_BYTES:,} bytes",
-                            "file.too_large",
-                            hint="split the plan into several smaller plans",
-                        )
-                    ]
-                )
-            raw = handle.read(MAX_BYTES + 1)  # st_size is 0 for pipes and devices
+            raw = handle.read(MAX_BYTES + 1)  # the file may have grown since stat
     except FileNotFoundError as exc:
         raise PlanError([Issue(display, "file does not exist", "path.missing")]) from exc
     except IsADirectoryError as exc:
@@ -109,7 +115,7 @@ def load_plan_bytes(
         return LoadedPlan(path=path, plan=plan, digest=digest, source=source)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while one plan is loaded.
 
