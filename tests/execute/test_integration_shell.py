@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
@@ -62,3 +63,38 @@ def test_progress_counts_and_summary_table():
     console.print(summary_table(result))
     text = console.export_text()
     assert "plan p: compensated" in text and "boom" in text and "traceback" not in text
+
+
+def test_canary_with_the_real_probe_aborts_and_the_incident_names_the_metric(tmp_path):
+    import httpx
+
+    from tests.execute.fakes import RecordingAction
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": {"error_rate": 0.25}})
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    wired = implementations(http_transport=httpx.MockTransport(handler), sleep=no_sleep)
+    actions = dict(wired.actions)
+    shell = RecordingAction("shell")
+    actions["shell"] = shell
+    loaded = plan_from(
+        "canary: {steps: [canary], analysis: [judge]}\nsteps:\n"
+        "  - id: canary\n    action: shell\n    with: {run: [deploy, canary]}\n"
+        "    compensate:\n      action: shell\n      with: {run: [undo, canary]}\n"
+        "  - id: judge\n    action: probe\n    needs: [canary]\n    with:\n"
+        "      metric: error_rate\n      samples: 3\n      interval: 5\n"
+        "      http: {url: 'https://metrics.example/canary', json_path: data.error_rate}\n"
+        "      thresholds: {max_error_rate: 0.01}\n"
+        "  - id: rollout\n    action: shell\n    needs: [canary]\n    with: {run: [deploy, all]}\n"
+        "    compensate:\n      action: shell\n      with: {run: [undo, all]}\n"
+    )
+    h = make_runner(tmp_path, actions)
+    result = asyncio.run(h.runner.run(loaded))
+    assert result.status == "aborted"
+    assert [c.inputs["run"] for c in shell.calls] == [["deploy", "canary"], ["undo", "canary"]]
+    (incident,) = h.incidents.incidents
+    evidence = json.dumps(incident.failed_metrics)
+    assert "judge" in incident.failed_metrics and "0.25" in evidence
