@@ -195,3 +195,11 @@ def test_repo_found_from_a_subdirectory(repo, capsys):
     sub.mkdir()
     assert main(["audit", "list", "--repo", str(sub), "--run", "run-x", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 3
+
+
+def test_verify_expect_commit(repo, capsys):
+    tip = GitAuditStore(repo).tip()
+    assert main(["audit", "verify", "--repo", repo, "--expect-commit", tip]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", "--repo", repo, "--expect-commit", "0" * 40]) == 1
+    assert "no longer in the history" in capsys.readouterr().err
