@@ -152,8 +152,9 @@ def main() -> int:
         f"executor benchmark: SQLite WAL synchronous={args.synchronous}, "
         f"max_parallel={args.max_parallel}, best of {args.repeat}"
     )
-    print(f"{'shape':<7} {'steps':>6} {'executor':>12} {'baseline':>12} {'overhead':>12} "
-          f"{'ratio':>8}")  # fmt: skip
+    print(
+        f"{'shape':<7} {'steps':>6} {'executor':>12} {'baseline':>12} {'overhead':>12} {'ratio':>8}"
+    )
     worst = 0.0
     for shape in args.shapes.split(","):
         for n in sizes:

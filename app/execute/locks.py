@@ -72,8 +72,10 @@ class LockManager:
         c.execute("BEGIN IMMEDIATE")
         try:
             marks = ",".join("?" * len(resources))
-            c.execute(f"DELETE FROM locks WHERE expires_at <= ? AND resource IN ({marks})",
-                      (now, *resources))  # fmt: skip
+            c.execute(
+                f"DELETE FROM locks WHERE expires_at <= ? AND resource IN ({marks})",
+                (now, *resources),
+            )
             rows = c.execute(
                 f"SELECT resource, holder, plan_id, expires_at FROM locks WHERE resource IN"
                 f" ({marks}) AND holder != ? ORDER BY resource",

@@ -163,8 +163,9 @@ class Runner:
         self._check_implementations(loaded)
         existing = self.state.get_run(digest)
         if existing is not None and existing.status in FINAL:
-            return self._final_result(plan, digest, existing.run_id, existing.status,
-                                      existing.reason)  # fmt: skip
+            return self._final_result(
+                plan, digest, existing.run_id, existing.status, existing.reason
+            )
         shape = budget_shape(plan)
         adopt = None
         if existing is None:  # a paused run whose plan only got a raised budget continues
@@ -198,8 +199,7 @@ class Runner:
                 emit("lock.acquired", run_id=run_id, resources=list(plan.resources))
             if adopt is not None:
                 carried = self.state.adopt(adopt.digest, digest, self.now())
-                emit("run.adopted", run_id=run_id, previous_digest=adopt.digest,
-                     steps=carried)  # fmt: skip
+                emit("run.adopted", run_id=run_id, previous_digest=adopt.digest, steps=carried)
             self.state.record_shape(digest, plan.id, shape)
             result = await self._run_locked(loaded, run_id)
             result.resumed = result.resumed or adopt is not None
@@ -264,8 +264,15 @@ class Runner:
         ctx = _RunContext(plan, digest, run_id, self.max_parallel(plan))
         result = ctx.result
         result.resumed = resumed
-        emit("run.started", plan=plan.id, digest=digest, run_id=run_id, resumed=resumed,
-             steps=len(plan.steps), max_parallel=ctx.max_parallel)  # fmt: skip
+        emit(
+            "run.started",
+            plan=plan.id,
+            digest=digest,
+            run_id=run_id,
+            resumed=resumed,
+            steps=len(plan.steps),
+            max_parallel=ctx.max_parallel,
+        )
 
         attention = self._classify_interrupted(ctx)
         if attention:
@@ -355,8 +362,13 @@ class Runner:
                     continue
                 if step.idempotent or choice == "retry":
                     self.state.mark_interrupted(ctx.digest, "step", step.id, now)
-                    self.events.emit("step.interrupted", run_id=ctx.run_id, step=step.id,
-                                     attempt=attempt.attempt, action="retry")  # fmt: skip
+                    self.events.emit(
+                        "step.interrupted",
+                        run_id=ctx.run_id,
+                        step=step.id,
+                        attempt=attempt.attempt,
+                        action="retry",
+                    )
                     continue
             else:
                 comp = step.compensate
@@ -382,8 +394,14 @@ class Runner:
         for step in ctx.plan.steps:
             result.steps.setdefault(step.id, StepOutcome(step.id, "not_run"))
         self.state.finish_run(ctx.digest, status, reason, self.now())
-        self.events.emit("run.finished", run_id=ctx.run_id, plan=ctx.plan.id, status=status,
-                         reason=reason, usage=result.usage)  # fmt: skip
+        self.events.emit(
+            "run.finished",
+            run_id=ctx.run_id,
+            plan=ctx.plan.id,
+            status=status,
+            reason=reason,
+            usage=result.usage,
+        )
         return result
 
     # -- scheduling --------------------------------------------------------------------------
@@ -403,8 +421,12 @@ class Runner:
                     done = completed.get(sid)
                     if done is not None and done.status == "succeeded":
                         ctx.result.steps[sid] = StepOutcome(sid, "skipped")
-                        emit("step.skipped", run_id=ctx.run_id, step=sid,
-                             reason="completed by an earlier invocation")  # fmt: skip
+                        emit(
+                            "step.skipped",
+                            run_id=ctx.run_id,
+                            step=sid,
+                            reason="completed by an earlier invocation",
+                        )
                         queue.done(sid)
                         continue
                     stop = self._before_step(ctx, ctx.index[sid])
@@ -429,15 +451,24 @@ class Runner:
                             f"breaker '{exc.key}' is open: step '{sid}' and "
                             f"{len(held) - 1} dependent step(s) paused"
                         )
-                        emit("step.paused", run_id=ctx.run_id, step=sid, breaker=exc.key,
-                             dependents=sorted(held - {sid}))  # fmt: skip
+                        emit(
+                            "step.paused",
+                            run_id=ctx.run_id,
+                            step=sid,
+                            breaker=exc.key,
+                            dependents=sorted(held - {sid}),
+                        )
                     elif isinstance(exc, StepFailed):
                         queue.block(sid)
                         if stop is None:
                             kind = "canary" if sid in ctx.analysis else "failed"
                             label = "canary analysis" if kind == "canary" else "step"
-                            stop = _Stop(kind, f"{label} '{sid}' failed: {exc.message}", sid,
-                                         dict(getattr(exc, "outputs", {}) or {}))  # fmt: skip
+                            stop = _Stop(
+                                kind,
+                                f"{label} '{sid}' failed: {exc.message}",
+                                sid,
+                                dict(getattr(exc, "outputs", {}) or {}),
+                            )
                     else:
                         raise exc
         except BaseException:
@@ -466,16 +497,16 @@ class Runner:
             reason = "budget hard limit reached before step '{}': {}".format(
                 step.id, "; ".join(status.messages)
             )
-            emit("budget.hard_limit", run_id=ctx.run_id, step=step.id, action=mode,
-                 message=reason)  # fmt: skip
+            emit("budget.hard_limit", run_id=ctx.run_id, step=step.id, action=mode, message=reason)
             if mode == "pause":
                 return _Stop(
                     "budget_pause",
                     reason + "; the run is paused: raise the budget (a new approval) and re-run",
                     step.id,
                 )
-            return _Stop("budget_abort", reason + "; aborting (budget.on_hard_limit: abort)",
-                         step.id)  # fmt: skip
+            return _Stop(
+                "budget_abort", reason + "; aborting (budget.on_hard_limit: abort)", step.id
+            )
         if step.mutates:
             try:
                 verdict = self.policy.check_step(ctx.plan, step, ctx.budget.used)
@@ -528,19 +559,31 @@ class Runner:
                 raise
             outcome.status, outcome.error, outcome.error_kind = "failed", exc.message, exc.kind
             self.state.fail_step(ctx.digest, "step", step.id, "failed", exc.message, self.now())
-            self.events.emit("step.failed", run_id=ctx.run_id, step=step.id, kind=exc.kind,
-                             error=exc.message, attempts=outcome.attempts)  # fmt: skip
+            self.events.emit(
+                "step.failed",
+                run_id=ctx.run_id,
+                step=step.id,
+                kind=exc.kind,
+                error=exc.message,
+                attempts=outcome.attempts,
+            )
             raise
         outputs = dict(result.outputs)
-        self.state.complete_step(ctx.digest, "step", step.id, number, outputs,
-                                 usage_to_dict(result.usage), self.now())  # fmt: skip
+        self.state.complete_step(
+            ctx.digest, "step", step.id, number, outputs, usage_to_dict(result.usage), self.now()
+        )
         ctx.outputs[step.id] = outputs
         ctx.budget.record(result.usage)
         if step.mutates:
             ctx.completed_mutating.append(step.id)
         outcome.status, outcome.outputs, outcome.finished_at = "succeeded", outputs, self.now()
-        self.events.emit("step.succeeded", run_id=ctx.run_id, step=step.id,
-                         attempts=outcome.attempts, usage=usage_to_dict(result.usage))  # fmt: skip
+        self.events.emit(
+            "step.succeeded",
+            run_id=ctx.run_id,
+            step=step.id,
+            attempts=outcome.attempts,
+            usage=usage_to_dict(result.usage),
+        )
 
     async def _attempts(
         self,
@@ -568,8 +611,14 @@ class Runner:
             state.begin_attempt(digest, phase, step_id, number, key, self.now())
             if outcome is not None:
                 outcome.attempts = n
-            emit("attempt.started", run_id=ctx.run_id, step=step_id, phase=phase,
-                 attempt=number, idempotency_key=key)  # fmt: skip
+            emit(
+                "attempt.started",
+                run_id=ctx.run_id,
+                step=step_id,
+                phase=phase,
+                attempt=number,
+                idempotency_key=key,
+            )
             action_ctx = ActionContext(
                 plan_id=ctx.plan.id,
                 plan_digest=digest,
@@ -608,17 +657,32 @@ class Runner:
                 return number, result
             if breaker is not None:
                 breaker.failure(error)
-            state.fail_attempt(digest, phase, step_id, number, error.kind, error.message,
-                               self.now())  # fmt: skip
-            emit("attempt.failed", run_id=ctx.run_id, step=step_id, phase=phase,
-                 attempt=number, kind=error.kind, error=error.message)  # fmt: skip
+            state.fail_attempt(
+                digest, phase, step_id, number, error.kind, error.message, self.now()
+            )
+            emit(
+                "attempt.failed",
+                run_id=ctx.run_id,
+                step=step_id,
+                phase=phase,
+                attempt=number,
+                kind=error.kind,
+                error=error.message,
+            )
             raise error
 
         def on_retry(failed: int, exc: StepFailed, delay: float) -> None:
             if outcome is not None:
                 outcome.retries += 1
-            emit("step.retry", run_id=ctx.run_id, step=step_id, phase=phase,
-                 after_attempt=base + failed, delay=round(delay, 3), kind=exc.kind)  # fmt: skip
+            emit(
+                "step.retry",
+                run_id=ctx.run_id,
+                step=step_id,
+                phase=phase,
+                after_attempt=base + failed,
+                delay=round(delay, 3),
+                kind=exc.kind,
+            )
 
         return await run_with_retries(
             attempt, step.retry, sleep=self.sleep, rng=self.rng, on_retry=on_retry
@@ -641,8 +705,12 @@ class Runner:
             for sid, rec in self.state.completed(digest, "compensate").items()
             if rec.status == "succeeded"
         }
-        emit("saga.started", run_id=ctx.run_id, reason=reason,
-             steps=[s.id for s in reversed(completed_steps)])  # fmt: skip
+        emit(
+            "saga.started",
+            run_id=ctx.run_id,
+            reason=reason,
+            steps=[s.id for s in reversed(completed_steps)],
+        )
 
         async def run_one(step: Step, comp: Compensation) -> int:
             emit("compensation.started", run_id=ctx.run_id, step=step.id, action=comp.action)
@@ -654,28 +722,35 @@ class Runner:
                     ctx, "compensate", step.id, impl, inputs, comp, None
                 )
             except StepFailed as exc:
-                self.state.fail_step(digest, "compensate", step.id, "failed", exc.message,
-                                     self.now())  # fmt: skip
+                self.state.fail_step(
+                    digest, "compensate", step.id, "failed", exc.message, self.now()
+                )
                 emit("compensation.failed", run_id=ctx.run_id, step=step.id, error=exc.message)
                 raise
-            self.state.complete_step(digest, "compensate", step.id, number,
-                                     dict(result.outputs), usage_to_dict(result.usage),
-                                     self.now())  # fmt: skip
+            self.state.complete_step(
+                digest,
+                "compensate",
+                step.id,
+                number,
+                dict(result.outputs),
+                usage_to_dict(result.usage),
+                self.now(),
+            )
             ctx.budget.record(result.usage)
             emit("compensation.succeeded", run_id=ctx.run_id, step=step.id)
             return number
 
         def describe(step: Step, comp: Compensation) -> RunbookEntry:
             try:
-                values = resolve(comp.with_, outputs=ctx.outputs, context=ctx.context,
-                                 step=step.id)  # fmt: skip
+                values = resolve(comp.with_, outputs=ctx.outputs, context=ctx.context, step=step.id)
             except StepFailed as exc:
                 values = dict(comp.with_)
                 note: str | None = f"inputs could not be resolved: {exc.message}"
             else:
                 note = None
-            return RunbookEntry(step.id, comp.action, values, manual_command(comp.action, values),
-                                note)  # fmt: skip
+            return RunbookEntry(
+                step.id, comp.action, values, manual_command(comp.action, values), note
+            )
 
         saga = await run_saga(
             completed_steps,
@@ -691,8 +766,11 @@ class Runner:
         if saga.ok:
             return self._finish(ctx, final, reason)
         ctx.result.runbook = saga.runbook
-        emit("runbook.created", run_id=ctx.run_id, runbook=saga.runbook.to_dict()
-             if saga.runbook else None)  # fmt: skip
+        emit(
+            "runbook.created",
+            run_id=ctx.run_id,
+            runbook=saga.runbook.to_dict() if saga.runbook else None,
+        )
         return self._finish(
             ctx,
             "compensation_failed",

@@ -67,8 +67,9 @@ class RecordingAction:
     cancelled: list[str] = field(default_factory=list)
 
     async def run(self, inputs: BaseModel, ctx: ActionContext) -> ActionResult:
-        self.calls.append(Call(ctx.step_id, ctx.attempt, ctx.idempotency_key,
-                               inputs.model_dump(mode="json")))  # fmt: skip
+        self.calls.append(
+            Call(ctx.step_id, ctx.attempt, ctx.idempotency_key, inputs.model_dump(mode="json"))
+        )
         await asyncio.sleep(0)
         if ctx.step_id in self.hang:
             try:
@@ -104,8 +105,12 @@ class FailingAction:
 
     async def run(self, inputs: BaseModel, ctx: ActionContext) -> ActionResult:
         self.calls.append(ctx.step_id)
-        err = StepFailed(f"step '{ctx.step_id}': {self.kind}", step=ctx.step_id, kind=self.kind,
-                         retryable=self.retryable)  # fmt: skip
+        err = StepFailed(
+            f"step '{ctx.step_id}': {self.kind}",
+            step=ctx.step_id,
+            kind=self.kind,
+            retryable=self.retryable,
+        )
         err.outputs = dict(self.outputs or {})  # type: ignore[attr-defined]
         raise err
 

@@ -90,8 +90,15 @@ def _kill_mid_plan(tmp: Path, plan: Path) -> None:
 
 
 def _rerun(tmp: Path, plan: Path, *extra: str) -> tuple[int, str, str]:
-    proc = _cli(str(plan), "--data-dir", str(tmp / "data"), "--unsafe-no-approval",
-                "--format", "json", *extra)  # fmt: skip
+    proc = _cli(
+        str(plan),
+        "--data-dir",
+        str(tmp / "data"),
+        "--unsafe-no-approval",
+        "--format",
+        "json",
+        *extra,
+    )
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
 

@@ -60,8 +60,11 @@ def test_runtime_policy_denial_aborts_and_compensates(tmp_path):
     assert "runtime policy denied step 'c': rbac" in result.reason
     assert policy.checked == ["a", "b", "c"]  # mutating steps only, each right before it runs
     assert [c.inputs["run"] for c in shell.calls] == [
-        ["do", "a"], ["do", "b"], ["undo", "b"], ["undo", "a"]
-    ]  # fmt: skip
+        ["do", "a"],
+        ["do", "b"],
+        ["undo", "b"],
+        ["undo", "a"],
+    ]
     assert result.steps["c"].status == "blocked"
 
 

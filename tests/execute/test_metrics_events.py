@@ -33,8 +33,10 @@ def test_open_breaker_and_outcomes_are_visible_in_metrics(tmp_path):
     assert result.status == "compensated"
     assert _value("plangate_breaker_state", service="http:metrics-test.example") == 2  # open
     assert _value("plangate_step_outcomes_total", action="shell", outcome="failed") == before + 1
-    assert _value("plangate_runs_total", team="platform", environment="local",
-                  status="compensated") >= 1  # fmt: skip
+    assert (
+        _value("plangate_runs_total", team="platform", environment="local", status="compensated")
+        >= 1
+    )
 
 
 def test_jsonl_sink_batches_and_flushes(tmp_path):

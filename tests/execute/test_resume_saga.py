@@ -63,8 +63,9 @@ def test_an_interrupted_non_idempotent_compensation_needs_a_human(tmp_path):
 
 def test_policy_can_cap_parallelism(tmp_path):
     loaded = plan_from("max_parallel: 8\nsteps:\n" + shell_step("a"))
-    h = make_runner(tmp_path, impls(), policy=StaticPolicy(max_parallel=2),
-                    options=RunOptions(max_parallel=5))  # fmt: skip
+    h = make_runner(
+        tmp_path, impls(), policy=StaticPolicy(max_parallel=2), options=RunOptions(max_parallel=5)
+    )
     assert h.runner.max_parallel(loaded.plan) == 2
     h2 = make_runner(tmp_path, impls())
     assert h2.runner.max_parallel(loaded.plan) == 8

@@ -105,9 +105,11 @@ def test_breaker_opens_after_threshold_and_half_opens_after_timeout():
     clock = FakeClock()
     changes = []
     reg = BreakerRegistry(
-        clock=clock, failure_threshold=3, reset_timeout=30.0,
+        clock=clock,
+        failure_threshold=3,
+        reset_timeout=30.0,
         on_change=lambda k, o, n: changes.append((k, o, n)),
-    )  # fmt: skip
+    )
     b = reg.get("http:api")
     for _ in range(3):
         b.before_call("s")

@@ -55,8 +55,12 @@ def test_failure_compensates_completed_steps_in_reverse_completion_order(tmp_pat
     assert undo == [["undo", "c"], ["undo", "b"], ["undo", "a"]]
     statuses = [(c.step_id, c.status) for c in result.compensations]
     # 'nope' (delayed) completed after 'c': reverse completion order puts it first
-    assert statuses == [("nope", "no_undo"), ("c", "succeeded"), ("b", "succeeded"),
-                        ("a", "succeeded")]  # fmt: skip
+    assert statuses == [
+        ("nope", "no_undo"),
+        ("c", "succeeded"),
+        ("b", "succeeded"),
+        ("a", "succeeded"),
+    ]
     assert result.runbook is None
 
 

@@ -171,8 +171,9 @@ def test_lock_wait_mode_waits_for_the_holder(tmp_path):
             m.release("holder-1")
 
         releaser = asyncio.create_task(release_later())
-        await m.acquire(["r"], "holder-2", "p2", wait=True, wait_timeout=100, poll=1,
-                        on_wait=waits.append)  # fmt: skip
+        await m.acquire(
+            ["r"], "holder-2", "p2", wait=True, wait_timeout=100, poll=1, on_wait=waits.append
+        )
         await releaser
 
     asyncio.run(go())
