@@ -493,6 +493,26 @@ def check_plan(plan: Plan, raw_steps: Sequence[Any]) -> list[Finding]:
                         step=step_id,
                     )
                 )
+        # ... and a probe that needs no canary step would measure before the canary changed
+        known_canary = sorted(canary_steps & set(index_of))
+        after_canary = downstream_origins(known_canary, needs)
+        for i, probe in enumerate(plan.canary.analysis):
+            if (
+                known_canary  # else the unknown canary steps are the error to fix first
+                and probe in index_of
+                and probe not in canary_steps
+                and probe not in after_canary
+            ):
+                findings.append(
+                    Finding(
+                        ("canary", "analysis", i),
+                        "canary.analysis_unrelated",
+                        f"analysis step '{probe}' does not need any canary step, so it would "
+                        "judge the canary before the canary ran",
+                        step=probe,
+                        hint=f"add a canary step to the needs of '{probe}'",
+                    )
+                )
 
     reach = Reachability(needs)
     for index, step in enumerate(plan.steps):

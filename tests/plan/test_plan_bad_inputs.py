@@ -458,6 +458,17 @@ def test_canary_step_and_probe_overlap(tmp_path, capsys):
     assert "step 'check' is both a canary step and an analysis probe" in out
 
 
+def test_canary_probe_must_follow_a_canary_step(tmp_path, capsys):
+    steps = CANARY_STEPS.replace("    needs: [canary]\n", "")
+    text = HEADER + "canary: {steps: [canary], analysis: [check]}\n" + steps
+    rc, path, out = run_check(tmp_path, capsys, text)
+    assert rc == 2
+    assert (
+        f"{path}:7:38: analysis step 'check' does not need any canary step, so it would judge "
+        "the canary before the canary ran (add a canary step to the needs of 'check')"
+    ) in out
+
+
 def test_valid_canary_passes(tmp_path):
     path = tmp_path / "plan.yaml"
     path.write_text(HEADER + "canary: {steps: [canary], analysis: [check]}\n" + CANARY_STEPS)
