@@ -447,6 +447,10 @@ class Runner:
                         held = queue.block(sid)
                         outcome = ctx.result.steps[sid]
                         outcome.status, outcome.error = "blocked", exc.message
+                        for held_id in held - {sid}:
+                            ctx.result.steps[held_id] = StepOutcome(
+                                held_id, "blocked", error=f"waits for '{sid}' (breaker open)"
+                            )
                         ctx.paused.append(
                             f"breaker '{exc.key}' is open: step '{sid}' and "
                             f"{len(held) - 1} dependent step(s) paused"

@@ -185,7 +185,8 @@ def test_breaker_open_pauses_run_instead_of_failing(tmp_path):
     assert result.status == "paused"
     assert "breaker 'shell' is open" in result.reason
     assert shell.calls == []  # failed fast: no call reached the service
-    assert result.steps["c"].status == "not_run"
+    assert result.steps["c"].status == "blocked"
+    assert result.steps["c"].error == "waits for 'b' (breaker open)"
     paused = h.events.of("step.paused")
     assert {p["step"] for p in paused} == {"a", "b"}
     assert paused[1]["dependents"] == ["c"]
