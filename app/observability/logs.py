@@ -39,6 +39,7 @@ __all__ = [
     "JsonFormatter",
     "RedactingFilter",
     "configure_logging",
+    "correlation_headers",
     "correlation_scope",
     "get_correlation_id",
 ]
@@ -94,6 +95,12 @@ _MIN_SECRET = 6
 def get_correlation_id() -> str | None:
     """The correlation id of the current context (None outside a run)."""
     return _correlation_id.get()
+
+
+def correlation_headers() -> dict[str, str]:
+    """``{"X-Plangate-Correlation-Id": id}`` for outgoing requests (empty outside a run)."""
+    cid = get_correlation_id()
+    return {CORRELATION_HEADER: cid} if cid else {}
 
 
 @contextmanager

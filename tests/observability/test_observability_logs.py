@@ -17,6 +17,7 @@ from app.observability.logs import (
     REDACTED,
     RedactingFilter,
     configure_logging,
+    correlation_headers,
     correlation_scope,
     get_correlation_id,
 )
@@ -149,3 +150,10 @@ def test_configure_logging_is_idempotent():
     for handler in list(root.handlers):
         if handler.get_name() == "plangate-json":
             root.removeHandler(handler)
+
+
+def test_correlation_headers_for_outgoing_requests():
+    assert correlation_headers() == {}
+    with correlation_scope("run-9"):
+        assert correlation_headers() == {"X-Plangate-Correlation-Id": "run-9"}
+    assert correlation_headers() == {}
