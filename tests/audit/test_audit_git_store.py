@@ -285,6 +285,7 @@ def test_sigkill_at_any_moment_loses_no_acknowledged_event(git_repo, tmp_path):
         proc.start()
         target = 40 * (round_ + 1)
         while len(acks.read_text().split()) < target:  # wait for progress, not for time
+            assert proc.is_alive(), f"the appender died on its own (exit {proc.exitcode})"
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
