@@ -19,6 +19,7 @@ from github.Requester import Requester
 
 from app.errors import GitHubError, GitHubUnavailable
 from app.github.client import HttpRetry, RestTransport, build_retrying, map_error
+from app.observability import metrics
 
 __all__ = ["AppCredentials", "InstallationTokens", "repo_installation", "token_transport"]
 
@@ -137,7 +138,11 @@ class InstallationTokens:
             self.token_requests += 1
             try:
                 auth = self._integration.get_access_token(installation_id)
+                metrics.GITHUB_API_CALLS.labels(method="POST", status="2xx").inc()
             except GithubException as exc:
+                metrics.GITHUB_API_CALLS.labels(
+                    method="POST", status=f"{exc.status // 100}xx"
+                ).inc()
                 error = map_error(
                     exc.status, dict(exc.headers or {}), exc.data, now=self._clock()
                 ) or GitHubError(f"token request failed: {exc}", status=exc.status)
@@ -149,6 +154,7 @@ class InstallationTokens:
                     )
                 raise error from exc
             except OSError as exc:  # requests' connection errors are OSErrors
+                metrics.GITHUB_API_CALLS.labels(method="POST", status="error").inc()
                 raise GitHubUnavailable(f"cannot reach GitHub for a token: {exc}") from exc
             expires = auth.expires_at
             if expires.tzinfo is None:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from app.errors import GitHubError, GitHubUnavailable, RateLimited
+from app.observability import metrics
 
 __all__ = [
     "ChangedFile",
@@ -213,11 +214,18 @@ class RestTransport:
                 input=body,
             )
         except requests.RequestException as exc:
+            metrics.GITHUB_API_CALLS.labels(method=verb, status="error").inc()
             raise GitHubUnavailable(f"cannot reach GitHub: {exc}") from exc
         if self._on_call:
             self._on_call(verb, path, status)
+        metrics.GITHUB_API_CALLS.labels(method=verb, status=f"{status // 100}xx").inc()
         data = _json(text)
         h = {k.lower(): v for k, v in resp_headers.items()}
+        remaining = h.get("x-ratelimit-remaining")
+        if remaining is not None and remaining.isdigit():
+            metrics.GITHUB_RATE_LIMIT_REMAINING.labels(
+                resource=h.get("x-ratelimit-resource", "core")
+            ).set(int(remaining))
         if h.get("x-ratelimit-remaining") == "0" and status < 400:
             self._blocked_until = _float(h.get("x-ratelimit-reset", ""), 0.0)
         error = map_error(status, h, data, now=self._clock())

@@ -22,17 +22,12 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from app.errors import InputError
 from app.github.auth import AppCredentials, InstallationTokens
 from app.github.client import GitHubCache, HttpRetry, RepoClient
+from app.observability import metrics
 from app.server.evaluate import Evaluator, NotConfiguredEvaluator, PullRequestPipeline
 from app.server.handlers import RepoClients, build_router
 from app.server.inbox import Inbox
@@ -48,6 +43,14 @@ log = logging.getLogger(__name__)
 #: GitHub caps webhook payloads at 25 MB; anything bigger is not from GitHub
 MAX_BODY_BYTES = 25 * 1024 * 1024
 
+#: every answer of ``POST /webhook`` by outcome (bounded: the values passed to ``answer``)
+WEBHOOK_REQUESTS = Counter(
+    "plangate_webhook_requests",
+    "POST /webhook answers by result (queued, duplicate, ignored, bad_signature, ...).",
+    ["result"],
+    registry=metrics.REGISTRY,
+)
+
 #: events about installations are accepted even from an installation we think is gone
 _INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
 
@@ -59,7 +62,7 @@ class Deps:
     inbox: Inbox
     router: Router
     worker: Worker
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    registry: CollectorRegistry = field(default_factory=lambda: metrics.REGISTRY)
     clock: Callable[[], float] = time.time
     max_body_bytes: int = MAX_BODY_BYTES
     start_worker: bool = True
@@ -112,7 +115,7 @@ class Deps:
             inbox=inbox,
             router=router,
             worker=worker,
-            registry=registry or CollectorRegistry(),
+            registry=registry or metrics.REGISTRY,
             clock=clock,
             start_worker=start_worker,
         )
@@ -167,22 +170,7 @@ def _require_secret(settings: Settings) -> bytes:
 
 def create_app(settings: Settings, deps: Deps) -> FastAPI:
     secret = _require_secret(settings)
-    received = Counter(
-        "plangate_webhook_deliveries",
-        "Webhook deliveries by event and result",
-        ["event", "result"],
-        registry=deps.registry,
-    )
-    depth = Gauge(
-        "plangate_inbox_deliveries",
-        "Deliveries in the inbox by status",
-        ["status"],
-        registry=deps.registry,
-    )
-    for status in ("queued", "processing", "dead"):
-        depth.labels(status=status).set_function(
-            lambda s=status: deps.inbox.counts().get(s, 0)  # type: ignore[misc]
-        )
+    metrics.INBOX_DEPTH.set_function(deps.inbox.depth)
 
     committer = GroupCommitter(deps.inbox)
 
@@ -200,7 +188,9 @@ def create_app(settings: Settings, deps: Deps) -> FastAPI:
     app = FastAPI(title="Plangate", lifespan=lifespan, docs_url=None, redoc_url=None)
 
     def answer(status: int, result: str, event: str = "", **extra: object) -> JSONResponse:
-        received.labels(event=event or "-", result=result).inc()
+        WEBHOOK_REQUESTS.labels(result=result).inc()
+        if event:
+            metrics.DELIVERIES_RECEIVED.labels(event=event).inc()
         return JSONResponse({"status": result, **extra}, status_code=status)
 
     @app.post("/webhook")
@@ -256,7 +246,7 @@ def create_app(settings: Settings, deps: Deps) -> FastAPI:
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    def metrics_text() -> Response:
         return Response(generate_latest(deps.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -32,6 +32,7 @@ from app.github.checks import (
 )
 from app.github.client import ChangedFile, PullRequestInfo, RepoClient, Review
 from app.github.pull import GitHubPullContext
+from app.observability import metrics
 from app.plan.loader import LoadedPlan, load_plan_bytes
 from app.server.inbox import Inbox
 
@@ -286,6 +287,9 @@ class PullRequestPipeline:
                 )
             for body in more:
                 client.update_check_run(check_id, body)
+            metrics.CHECK_RUN_UPDATES.labels(
+                check=outcome.name, conclusion=outcome.conclusion
+            ).inc()
 
 
 def _all_failed(detail: str) -> list[CheckOutcome]:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import GitHubError, GitHubUnavailable, RateLimited
+from app.observability import metrics
 from app.server.inbox import Delivery, Inbox
 from app.server.webhooks import Event, MalformedDelivery
 
@@ -91,7 +92,12 @@ class Worker:
             log.exception("delivery %s (%s) failed", delivery.id, delivery.event)
             self._retry_later(delivery, exc, delay=self.backoff(delivery.attempts))
         else:
-            self.inbox.complete(delivery.id, now=self._clock())
+            now = self._clock()
+            self.inbox.complete(delivery.id, now=now)
+            metrics.DELIVERIES_PROCESSED.labels(event=delivery.event).inc()
+            metrics.DELIVERY_PROCESSING_SECONDS.labels(event=delivery.event).observe(
+                max(0.0, now - delivery.received_at)
+            )
         return delivery
 
     def drain(self, *, limit: int = 10_000) -> int:
@@ -109,15 +115,19 @@ class Worker:
     def _retry_later(self, delivery: Delivery, exc: BaseException, *, delay: float) -> None:
         message = f"attempt {delivery.attempts}: {type(exc).__name__}: {exc}"
         now = self._clock()
+        metrics.DELIVERIES_FAILED.labels(event=delivery.event).inc()
         if delivery.attempts >= self.policy.max_attempts:
             log.error("delivery %s dead after %d attempts: %s", delivery.id, delivery.attempts, exc)
             self.inbox.fail(delivery.id, message, retry_at=None, now=now)
+            metrics.DELIVERIES_DEAD_LETTERED.labels(event=delivery.event).inc()
         else:
             self.inbox.fail(delivery.id, message, retry_at=now + delay, now=now)
 
     def _give_up(self, delivery: Delivery, message: str) -> None:
         log.error("delivery %s dead: %s", delivery.id, message)
         self.inbox.fail(delivery.id, message, retry_at=None, now=self._clock())
+        metrics.DELIVERIES_FAILED.labels(event=delivery.event).inc()
+        metrics.DELIVERIES_DEAD_LETTERED.labels(event=delivery.event).inc()
 
     # -- background threads --------------------------------------------------------------------
 

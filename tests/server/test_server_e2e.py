@@ -163,7 +163,7 @@ def test_serve_end_to_end(world):
         )
         assert len(fake.check_runs) == 4
         assert (
-            "plangate_webhook_deliveries_total"
+            "plangate_webhook_deliveries_received_total"
             in httpx.get(f"http://127.0.0.1:{port}/metrics").text
         )
     finally:

@@ -422,3 +422,28 @@ def test_pr_only_removing_a_plan_says_so(settings, fake):
     validate = fake.runs_for(HEAD)["plangate/validate"]
     assert validate["conclusion"] == "neutral"
     assert validate["output"]["title"] == "1 plan file(s) removed; nothing to check"
+
+
+def test_worker_and_api_metrics(settings, fake):
+    from app.observability.metrics import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    processed = value("plangate_webhook_deliveries_processed_total", event="pull_request")
+    posts = value("plangate_github_api_calls_total", method="POST", status="2xx")
+    checks = value(
+        "plangate_check_run_updates_total", check="plangate/validate", conclusion="success"
+    )
+    client, deps = _setup(settings)
+    post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    deps.worker.drain()
+    assert value("plangate_webhook_deliveries_processed_total", event="pull_request") == (
+        processed + 1
+    )
+    assert value("plangate_github_api_calls_total", method="POST", status="2xx") == posts + 5
+    assert (
+        value("plangate_check_run_updates_total", check="plangate/validate", conclusion="success")
+        == checks + 1
+    )
+    assert value("plangate_github_rate_limit_remaining", resource="core") == 4999

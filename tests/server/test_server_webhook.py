@@ -148,10 +148,20 @@ def test_healthz_503_when_worker_should_run_but_is_dead(settings, fake):
 
 
 def test_metrics_prometheus_text(settings, fake):
+    from app.observability.metrics import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
     client, _deps = _client(settings)
+    before = value("plangate_webhook_deliveries_received_total", event="pull_request")
+    rejected = value("plangate_webhook_requests_total", result="bad_signature")
     post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    post(client, "pull_request", b"{}", signature="sha256=" + "0" * 64)
     text = client.get("/metrics").text
-    assert 'plangate_webhook_deliveries_total{event="pull_request",result="queued"} 1.0' in text
+    assert "plangate_webhook_deliveries_received_total" in text
+    assert value("plangate_webhook_deliveries_received_total", event="pull_request") == before + 1
+    assert value("plangate_webhook_requests_total", result="bad_signature") == rejected + 1
 
 
 def test_verify_signature_rejects_empty_secret_and_other_algorithms():
@@ -174,7 +184,7 @@ def test_missing_secret_is_startup_error(settings):
 def test_metrics_inbox_gauge(settings, fake):
     client, _deps = _client(settings)
     post(client, "pull_request", webhook_fixture("pull_request.opened"))
-    assert 'plangate_inbox_deliveries{status="queued"} 1.0' in client.get("/metrics").text
+    assert "plangate_webhook_inbox_depth 1.0" in client.get("/metrics").text
 
 
 def test_manifest_matches_handled_events_and_least_privilege(repo_root, settings):
