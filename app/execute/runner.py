@@ -610,8 +610,10 @@ class Runner:
             number = base + n
             if breaker is not None:
                 breaker.before_call(step_id)
-            suffix = "" if phase == "step" else ":compensate"
-            key = f"{digest}:{step_id}{suffix}:{number}"
+            # one key per logical operation, stable across attempts and invocations, so the
+            # remote can drop a repeated attempt (Idempotency-Key semantics); ``attempt`` is
+            # passed separately
+            key = f"{digest}:{step_id}" + ("" if phase == "step" else ":compensate")
             state.begin_attempt(digest, phase, step_id, number, key, self.now())
             if outcome is not None:
                 outcome.attempts = n

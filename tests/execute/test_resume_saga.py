@@ -58,7 +58,8 @@ def test_an_interrupted_non_idempotent_compensation_needs_a_human(tmp_path):
     result = asyncio.run(h.runner.run(loaded))
     assert result.status == "compensated"
     assert [c.inputs["run"] for c in shell.calls] == [["undo", "b"], ["undo", "a"]]
-    assert shell.calls[0].key == f"{loaded.digest}:b:compensate:2"
+    assert shell.calls[0].key == f"{loaded.digest}:b:compensate"
+    assert shell.calls[0].attempt == 2
 
 
 def test_policy_can_cap_parallelism(tmp_path):

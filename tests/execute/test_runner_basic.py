@@ -14,7 +14,7 @@ def test_chain_runs_in_order_with_idempotency_keys(tmp_path):
     result = asyncio.run(h.runner.run(loaded))
     assert result.status == "succeeded", result.reason
     assert shell.steps() == ["a", "b", "c"]
-    assert shell.calls[0].key == f"{loaded.digest}:a:1"
+    assert shell.calls[0].key == f"{loaded.digest}:a"
     assert h.gate.calls == [loaded.digest]
 
 

@@ -112,7 +112,7 @@ def test_compensation_uses_outputs_of_its_own_step(tmp_path):
     result = asyncio.run(h.runner.run(loaded))
     assert result.status == "compensated"
     assert shell.calls[-1].inputs["run"] == ["delete", "res-42"]
-    assert shell.calls[-1].key == f"{loaded.digest}:create:compensate:1"
+    assert shell.calls[-1].key == f"{loaded.digest}:create:compensate"
 
 
 CANARY = """canary: {{steps: [canary], analysis: [judge]}}

@@ -46,8 +46,8 @@ def test_resume_skips_completed_and_retries_interrupted_idempotent_step(tmp_path
     result = asyncio.run(h.runner.run(loaded))
     assert result.status == "succeeded" and result.resumed
     assert shell.steps() == ["b", "c"]
-    assert shell.calls[0].attempt == 2  # attempt numbers continue: a new idempotency key
-    assert shell.calls[0].key == f"{loaded.digest}:b:2"
+    assert shell.calls[0].attempt == 2  # attempt numbers continue ...
+    assert shell.calls[0].key == f"{loaded.digest}:b"  # ... under the same idempotency key
     assert result.steps["a"].status == "skipped"
     statuses = [(a.step_id, a.attempt, a.status) for a in h.state.attempts(loaded.digest)]
     assert ("b", 1, "interrupted") in statuses and ("b", 2, "succeeded") in statuses
@@ -99,9 +99,13 @@ def test_every_attempt_is_recorded_before_it_runs(tmp_path):
             seen.append([(r.step_id, r.attempt) for r in rows])
             return await super().run(inputs, ctx)
 
-    h = make_runner(tmp_path, impls(Peek("shell", script={"b": [fail("flaky")]})))
+    peek = Peek("shell", script={"b": [fail("flaky")]})
+    h = make_runner(tmp_path, impls(peek))
     assert asyncio.run(h.runner.run(loaded)).status == "succeeded"
     assert seen == [[("a", 1)], [("b", 1)], [("b", 2)], [("c", 1)]]
+    # a retry is the same logical operation: same idempotency key, next attempt number
+    b_calls = [(c.attempt, c.key) for c in peek.calls if c.step == "b"]
+    assert b_calls == [(1, f"{loaded.digest}:b"), (2, f"{loaded.digest}:b")]
 
 
 def test_hanging_step_is_cancelled_at_its_timeout(tmp_path):
