@@ -33,6 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="pause between write requests per installation, as GitHub asks integrations to "
         "do to stay clear of secondary rate limits (default 1.0; 0 disables)",
     )
+    serve.add_argument(
+        "--audit-repo",
+        default=None,
+        metavar="PATH",
+        help="git repository holding the audit trail: serves the dashboard at GET / "
+        "(loopback clients only unless --dashboard-token-file is given)",
+    )
+    serve.add_argument(
+        "--dashboard-token-file",
+        default=None,
+        metavar="PATH",
+        help="file holding the dashboard's bearer token (remote access)",
+    )
     serve.set_defaults(func=run_serve)
 
 
@@ -52,6 +65,8 @@ def run_serve(args: argparse.Namespace) -> int:
         details_url=args.details_url,
         seconds_between_writes=args.write_interval or None,
     )
+    if args.audit_repo:
+        deps.routers.append(_dashboard(args, deps))
     app = create_app(settings, deps)
     logging.getLogger("plangate").info(
         "serving on http://%s:%d (GitHub API %s, data in %s)",
@@ -62,3 +77,29 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
+
+
+def _dashboard(args: argparse.Namespace, deps: object):
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from app.audit.git_store import GitAuditStore
+    from app.dashboard.router import create_dashboard_router
+    from app.errors import InputError
+
+    token = None
+    if args.dashboard_token_file:
+        try:
+            token = Path(args.dashboard_token_file).read_text().strip()
+        except OSError as exc:
+            raise InputError(
+                f"--dashboard-token-file {args.dashboard_token_file}: {exc.strerror}"
+            ) from exc
+        if not token:
+            raise InputError(f"--dashboard-token-file {args.dashboard_token_file} is empty")
+    return create_dashboard_router(
+        store=GitAuditStore(args.audit_repo),
+        now=lambda: datetime.now(UTC),
+        token=token,
+        dead_letters=deps.inbox,  # type: ignore[attr-defined]
+    )

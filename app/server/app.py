@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
@@ -66,6 +66,8 @@ class Deps:
     clock: Callable[[], float] = time.time
     max_body_bytes: int = MAX_BODY_BYTES
     start_worker: bool = True
+    #: more routes, mounted after the webhook endpoints (the dashboard at ``GET /``)
+    routers: list[APIRouter] = field(default_factory=list)
 
     @classmethod
     def from_settings(
@@ -249,4 +251,6 @@ def create_app(settings: Settings, deps: Deps) -> FastAPI:
     def metrics_text() -> Response:
         return Response(generate_latest(deps.registry), media_type=CONTENT_TYPE_LATEST)
 
+    for router in deps.routers:
+        app.include_router(router)
     return app

@@ -23,9 +23,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from app.dashboard.data import DeadLetter
 from app.server.webhooks import Event, order_key
 
 __all__ = ["SUPERSEDING_EVENTS", "Delivery", "Inbox", "Status"]
@@ -289,6 +291,20 @@ class Inbox:
         with self._lock:
             rows = self._db.execute(query, (*args, limit)).fetchall()
         return [_row(r) for r in rows]
+
+    def dead_lettered(self, limit: int) -> list[DeadLetter]:
+        """Dead letters, newest first (the dashboard's ``DeadLetterSource``)."""
+        rows = self.list(status="dead", limit=limit)
+        return [
+            DeadLetter(
+                delivery_id=d.id,
+                event=f"{d.event}.{d.action}" if d.action else d.event,
+                attempts=d.attempts,
+                last_error=d.last_error or "",
+                at=datetime.fromtimestamp(d.finished_at or d.received_at, UTC),
+            )
+            for d in rows
+        ]
 
     def depth(self) -> int:
         """Deliveries not finished yet (queued or processing)."""

@@ -67,7 +67,7 @@ def _load_into_fake(fake: FakeGitHub, path: Path, full_name: str) -> None:
         target.commit(files, branch=ref.name, sha=commit.hexsha)
 
 
-def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+def _start(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -80,6 +80,7 @@ def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             "warning",
             "--write-interval",
             "0",
+            *extra,
         ],
         cwd=ROOT,
         env=env,
@@ -131,6 +132,12 @@ def world(tmp_path, private_key):
     server.shutdown()
 
 
+@pytest.fixture
+def audit_repo(tmp_path):
+    git.Repo.init(tmp_path / "audit")
+    return tmp_path / "audit"
+
+
 def _post(port: int, payload: dict, delivery: str) -> httpx.Response:
     body = json.dumps(payload).encode()
     return httpx.post(
@@ -145,10 +152,10 @@ def _post(port: int, payload: dict, delivery: str) -> httpx.Response:
     )
 
 
-def test_serve_end_to_end(world):
+def test_serve_end_to_end(world, audit_repo):
     fake, env, payload, head = world
     port = _free_port()
-    proc = _start(env, port)
+    proc = _start(env, port, "--audit-repo", str(audit_repo))
     try:
         assert _post(port, payload, "e2e-1").status_code == 202
         assert _wait(lambda: set(fake.runs_for(head)) == NAMES)
@@ -162,6 +169,7 @@ def test_serve_end_to_end(world):
             lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").json()["inbox_depth"] == 0
         )
         assert len(fake.check_runs) == 4
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200  # the dashboard
         assert (
             "plangate_webhook_deliveries_received_total"
             in httpx.get(f"http://127.0.0.1:{port}/metrics").text

@@ -196,3 +196,28 @@ def test_manifest_matches_handled_events_and_least_privilege(repo_root, settings
     perms = manifest["default_permissions"]
     assert perms["checks"] == "write"
     assert all(v == "read" for k, v in perms.items() if k != "checks")
+
+
+def test_dashboard_mounted_shows_dead_letters(settings, fake):
+    from datetime import UTC, datetime
+
+    from app.audit.store import InMemoryAuditStore
+    from app.dashboard.router import create_dashboard_router
+
+    deps = make_deps(settings)
+    deps.routers.append(
+        create_dashboard_router(
+            store=InMemoryAuditStore(),
+            now=lambda: datetime(2026, 11, 25, tzinfo=UTC),
+            dead_letters=deps.inbox,
+        )
+    )
+    client = TestClient(create_app(settings, deps))
+    post(client, "pull_request", webhook_fixture("pull_request.opened"), delivery="dead-1")
+    deps.inbox.claim(now=1)
+    deps.inbox.fail("dead-1", "GitHubUnavailable: 502", retry_at=None, now=2)
+    (letter,) = deps.inbox.dead_lettered(10)
+    assert (letter.delivery_id, letter.event) == ("dead-1", "pull_request.opened")
+    page = client.get("/")
+    assert page.status_code == 200 and "dead-1" in page.text
+    assert client.post("/webhook", content=b"{}").status_code == 401  # webhook still first
