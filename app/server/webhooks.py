@@ -63,8 +63,9 @@ class Event:
     @property
     def installation_id(self) -> int | None:
         inst = self.payload.get("installation")
-        if isinstance(inst, Mapping) and isinstance(inst.get("id"), int):
-            return int(inst["id"])
+        ident = inst.get("id") if isinstance(inst, Mapping) else None
+        if isinstance(ident, int) and not isinstance(ident, bool):
+            return ident
         return None
 
     @property
