@@ -23,6 +23,7 @@ __all__ = ["COMMAND_MODULES", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.check",
     "app.cli.attest",
+    "app.cli.explain",
     "app.cli.audit",
     "app.cli.serve",
     "app.cli.deliveries",

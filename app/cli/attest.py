@@ -81,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     attest.add_argument("--policy-digest", default=None, metavar="sha256:HEX")
     attest.add_argument("--risk", type=int, default=None)
     attest.add_argument("--cost", default=None, metavar="AMOUNT", help="estimated cost, e.g. 1.50")
+    attest.add_argument(
+        "--author",
+        default=None,
+        metavar="LOGIN",
+        help="who wrote the plan (never counts as an approver; default: $USER)",
+    )
     attest.add_argument("--backend", choices=("local", "sigstore"), default="local")
     attest.add_argument(
         "--workflow",
@@ -126,18 +132,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def policy_dir_digest(directory: Path) -> str:
-    """``sha256`` over canonical JSON of {relative path: sha256 of bytes} of policy YAML files.
+    """The digest of the policy set in ``directory`` (``PolicySet.digest``, as decisions use).
 
-    The local default when ``--policy-digest`` is not given; an absent directory digests as
-    empty (local plans with no policies), which a later policy change still invalidates.
+    A broken policy directory is an input error (fail closed). An absent directory digests as
+    an empty file set (local plans with no policies), which a later policy change invalidates.
     """
-    files: dict[str, str] = {}
     if directory.is_dir():
-        for path in sorted(directory.rglob("*")):
-            if path.is_file() and path.suffix in (".yaml", ".yml"):
-                rel = path.relative_to(directory).as_posix()
-                files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return "sha256:" + hashlib.sha256(canonical_json(files)).hexdigest()
+        from app.policy.loader import load_policy_dir
+
+        return load_policy_dir(directory).digest
+    return "sha256:" + hashlib.sha256(canonical_json({})).hexdigest()
+
+
+def _local_gate(args: argparse.Namespace, loaded: list, now: datetime) -> None:  # type: ignore[type-arg]
+    """Local approvals obey the same policy as pull requests: refuse to sign otherwise.
+
+    The policy (``--policies``) assigns approval requirements to each plan; the approvers given
+    with ``--approver`` must satisfy them, the author (``--author``, default: you) never counts.
+    """
+    if not args.policies.is_dir():
+        raise InputError(
+            f"{args.policies}: policy directory not found; approvals need a policy",
+            hint="run from the repository root or pass --policies DIR",
+        )
+    from app.approvals.gate import simulate_gate
+    from app.approvals.render import render_text
+    from app.policy.context import EvalContext
+    from app.policy.engine import evaluate
+    from app.policy.loader import load_policy_dir
+
+    policy = load_policy_dir(args.policies)
+    approvers = [a.partition(":")[0] for a in args.approver]
+    for lp in loaded:
+        decision = evaluate(
+            lp.plan, policy, EvalContext(now=now, author=args.author, plan_path=lp.path)
+        )
+        if not decision.allowed:
+            reasons = "; ".join(f"{m.rule} ({m.source}): {m.reason}" for m in decision.denials)
+            raise InputError(
+                f"{lp.path}: policy denies this plan, so it cannot be approved: {reasons}",
+                hint=f"`plangate explain {lp.path}` shows the decision trace",
+            )
+        if decision.approvals is None:
+            raise InputError(f"{lp.path}: policy produced no approval requirements")
+        gate = simulate_gate(decision.approvals, args.author, approvers, now=now)
+        if not gate.satisfied:
+            raise InputError(
+                f"{lp.path}: the approvers do not satisfy the policy's approval requirements\n"
+                + render_text(gate).rstrip(),
+                hint="add the approvers the table names (the author never counts)",
+            )
 
 
 def _ttl(text: str) -> timedelta:
@@ -174,8 +218,16 @@ def _repo_path(path: Path) -> str:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
-    from app.signing.local_key import write_keypair
+    from app.signing.local_key import load_private_key, write_keypair
 
+    if args.out.exists() and not args.force:
+        # Idempotent for scripts (the README's first command): keep, never replace silently.
+        from app.signing.local_key import LocalKeySigner
+
+        signer = LocalKeySigner(load_private_key(args.out))
+        print(f"private key: {args.out} exists; kept (use --force to replace it)")
+        print(f"key id:      {signer.keyid}")
+        return 0
     pair = write_keypair(args.out, overwrite=args.force)
     print(f"private key: {pair.private} (mode 0600; keep it secret)")
     print(f"public key:  {pair.public}")
@@ -227,6 +279,10 @@ def run_attest(args: argparse.Namespace) -> int:
     if not args.approver:
         raise InputError("no --approver given", hint="name who approved: --approver alice")
     loaded = [load_plan(p) for p in args.plans]
+    if args.author is None:
+        args.author = os.environ.get("USER") or os.environ.get("USERNAME") or "local-author"
+    if args.backend == "local":
+        _local_gate(args, loaded, now)
     plans = [(_repo_path(Path(lp.path)), lp.digest, None) for lp in loaded]
     try:
         statement = build_statement(

@@ -8,9 +8,13 @@ and map the ``RunResult`` to an exit code:
 · 3 the run failed (compensated, aborted, compensation_failed) · 4 paused or needs attention
 (re-run the same plan to resume).
 
-Until the attestation verifier is wired here, a plan with mutating steps is refused unless
-``--unsafe-no-approval`` is given (which logs loudly on every use). ``--dry-run`` always works
-and has no side effects: it prints the levels and the critical path.
+The embedded default: policy from ``--policies`` (the whole plan is judged before it starts, and
+every mutating step again right before it runs), approval from a local attestation signed with
+``plangate attest`` and verified against the trusted keys (``--trusted-key``, default the key
+``plangate keygen`` wrote, plus the policy's ``signers``), audit events appended to the
+``plangate/audit`` ref of the current git repository (or a bare repository under the data dir).
+Without a verified attestation no mutating step runs; ``--unsafe-no-approval`` skips the check
+and logs loudly on every use. ``--dry-run`` always works and has no side effects.
 """
 
 from __future__ import annotations
@@ -25,22 +29,22 @@ import signal
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 
 from app.actions.registry import default_registry
+from app.audit.errors import AuditError
+from app.audit.events import Actor
+from app.audit.git_store import GitAuditStore
+from app.audit.sink import AuditEventSink
 from app.errors import InputError, PlangateError
 from app.execute.incidents import FileIncidentReporter
 from app.execute.locks import LockManager
 from app.execute.metrics import MetricsSink
-from app.execute.ports import (
-    AllowAllPolicy,
-    FanoutSink,
-    JsonlEventSink,
-    NoApprovalGate,
-    UnsafeNoApprovalGate,
-)
+from app.execute.policy_port import EnginePolicy
+from app.execute.ports import FanoutSink, JsonlEventSink, UnsafeNoApprovalGate
 from app.execute.progress import ProgressSink, summary_table
 from app.execute.result import RunResult
 from app.execute.runner import Runner, RunOptions
@@ -48,7 +52,15 @@ from app.execute.scheduler import Schedule
 from app.execute.state import StateStore
 from app.plan.loader import load_plan
 from app.plan.model import Compensation, Plan
+from app.policy.context import EvalContext
+from app.policy.engine import evaluate
+from app.policy.loader import PolicySet, load_policy_dir
 from app.settings import Settings
+from app.signing import Trust, TrustedKey
+from app.signing.base import trust_from_policy
+from app.signing.local_store import DEFAULT_ATTESTATION_DIR, LocalAttestationGate
+
+DEFAULT_KEY_PUB = Path(".plangate/keys/approval.pem.pub")
 
 __all__ = ["register"]
 
@@ -111,6 +123,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--format", choices=("text", "json"), default="text")
     run.add_argument(
+        "--policies", type=Path, default=Path("policies"), metavar="DIR", help="policy directory"
+    )
+    run.add_argument(
+        "--trusted-key",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PEM",
+        help="trusted approval signing key (repeatable; default .plangate/keys/approval.pem.pub)",
+    )
+    run.add_argument(
+        "--attestations",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where local attestations are (default .plangate/attestations)",
+    )
+    run.add_argument(
+        "--audit-repo",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="git repository for the audit trail (default: the current repository, else "
+        "DATA_DIR/audit.git)",
+    )
+    run.add_argument(
         "--unsafe-no-approval",
         action="store_true",
         help="UNSAFE: run mutating steps without a verified approval (local experiments only)",
@@ -141,6 +179,21 @@ def run_plan(args: argparse.Namespace) -> int:
         return 0
 
     data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir
+    policy = load_policy_dir(args.policies)  # fail closed: no or broken policy is exit 2
+    decision = evaluate(
+        loaded.plan,
+        policy,
+        EvalContext(now=datetime.now(UTC), author=_local_user(), plan_path=loaded.path),
+    )
+    if not decision.allowed:
+        for match in decision.denials:
+            step = f" step '{match.step}':" if match.step else ""
+            print(
+                f"plangate: denied by {match.rule} ({match.source}):{step} {match.reason}",
+                file=sys.stderr,
+            )
+        print(f"plangate: `plangate explain {loaded.path}` shows the trace", file=sys.stderr)
+        return 1
     state = StateStore.open(data_dir)
     try:
         existing = state.get_run(loaded.digest)
@@ -151,14 +204,16 @@ def run_plan(args: argparse.Namespace) -> int:
                 f"{args.plan}: no earlier run of this plan digest ({loaded.digest}) to resume",
                 hint="drop --resume to start a new run; a changed plan has a new digest",
             )
-        result = _execute(args, loaded, state, data_dir)
+        result = _execute(args, loaded, state, data_dir, policy)
     finally:
         state.close()
     _report(args, result)
     return EXIT.get(result.status, 3)
 
 
-def _execute(args: argparse.Namespace, loaded, state: StateStore, data_dir: Path) -> RunResult:  # type: ignore[no-untyped-def]
+def _execute(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace, loaded, state: StateStore, data_dir: Path, policy: PolicySet
+) -> RunResult:
     from app.execute.actions import implementations  # adapters: loaded only to really run
 
     if args.unsafe_no_approval:
@@ -170,9 +225,12 @@ def _execute(args: argparse.Namespace, loaded, state: StateStore, data_dir: Path
         )
         gate = UnsafeNoApprovalGate()
     else:
-        gate = NoApprovalGate(
-            "plangate run does not verify attestations yet; run it in GitHub Actions "
-            "(plangate execute) or pass --unsafe-no-approval for a local experiment"
+        gate = LocalAttestationGate(
+            plan_path=_repo_path(loaded.path),
+            trust=_trust(args, policy),
+            clock=lambda: datetime.now(UTC),
+            directory=args.attestations or DEFAULT_ATTESTATION_DIR,
+            expected_policy_digest=policy.digest,
         )
     wired = implementations(default_registry(), base_env=dict(os.environ))
     console = Console(stderr=True)
@@ -182,8 +240,15 @@ def _execute(args: argparse.Namespace, loaded, state: StateStore, data_dir: Path
     metrics = MetricsSink(
         team=loaded.plan.team, environment=loaded.plan.environment, now=time.monotonic
     )
+    audit = AuditEventSink(
+        _audit_store(args, data_dir),
+        plan=loaded.plan,
+        plan_digest=loaded.digest,
+        actor=Actor(kind="user", id=_local_user()),
+        now=lambda: datetime.now(UTC),
+    )
     events = FanoutSink(
-        [JsonlEventSink(data_dir / "events.jsonl", now=time.time), progress, metrics]
+        [JsonlEventSink(data_dir / "events.jsonl", now=time.time), audit, progress, metrics]
     )
     locks = LockManager(state.conn, now=time.time, sleep=asyncio.sleep, lease=60.0)
     options = RunOptions(
@@ -201,7 +266,7 @@ def _execute(args: argparse.Namespace, loaded, state: StateStore, data_dir: Path
         state=state,
         locks=locks,
         gate=gate,
-        policy=AllowAllPolicy(),
+        policy=EnginePolicy(policy, now=lambda: datetime.now(UTC), plan_path=loaded.path),
         events=events,
         incidents=FileIncidentReporter(data_dir / "incidents"),
         now=time.time,
@@ -230,6 +295,44 @@ def _execute(args: argparse.Namespace, loaded, state: StateStore, data_dir: Path
                 f"{args.plan}: run stopped by SIGTERM; locks were released",
                 hint="re-run the same plan to resume; completed steps are not repeated",
             ) from exc
+
+
+def _local_user() -> str:
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "local-user"
+
+
+def _repo_path(path: str) -> str:
+    """The plan's path as attestations name it: relative to the repository root (cwd)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def _trust(args: argparse.Namespace, policy: PolicySet) -> Trust:
+    """Trusted approval signers: the executor's configured keys plus the policy's ``signers``."""
+    keys: list[TrustedKey] = []
+    paths = list(args.trusted_key)
+    if not paths and DEFAULT_KEY_PUB.exists():
+        paths = [DEFAULT_KEY_PUB]
+    for path in paths:
+        try:
+            keys.append(TrustedKey(public_key_pem=path.read_text(), name=path.name))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read trusted key ({exc.strerror})") from exc
+        except ValueError as exc:
+            raise InputError(f"{path}: not a usable public key: {exc}") from exc
+    from_policy = trust_from_policy(policy.signers)
+    return Trust(keys=(*keys, *from_policy.keys), identities=from_policy.identities)
+
+
+def _audit_store(args: argparse.Namespace, data_dir: Path) -> GitAuditStore:
+    if args.audit_repo is not None:
+        return GitAuditStore(args.audit_repo, create=True)
+    try:
+        return GitAuditStore(Path.cwd())
+    except AuditError:
+        return GitAuditStore(data_dir / "audit.git", create=True)
 
 
 def _secrets(plan: Plan) -> dict[str, str]:

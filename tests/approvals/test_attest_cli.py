@@ -20,8 +20,25 @@ PLAN = "plans/local-hello.yaml"
 def repo(tmp_path, monkeypatch) -> Path:
     (tmp_path / "plans").mkdir()
     shutil.copy(ROOT / PLAN, tmp_path / PLAN)
+    shutil.copytree(ROOT / "policies", tmp_path / "policies")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("USER", "carol")
     return tmp_path
+
+
+def test_local_attest_refuses_when_only_the_author_approves(repo, capsys):
+    main(["keygen"])
+    assert main(["attest", PLAN, "--approver", "carol"]) == 2
+    err = capsys.readouterr().err
+    assert "do not satisfy the policy's approval requirements" in err
+    assert not (repo / ".plangate" / "attestations").exists()
+
+
+def test_local_attest_refuses_without_policies(repo, capsys):
+    main(["keygen"])
+    shutil.rmtree(repo / "policies")
+    assert main(["attest", PLAN, "--approver", "alice"]) == 2
+    assert "policy directory not found" in capsys.readouterr().err
 
 
 def _attestation(repo: Path) -> Path:
@@ -99,9 +116,15 @@ def test_cli_verify_binds_repository_and_pr(repo, capsys):
 
 def test_cli_verify_rejects_policy_change(repo, capsys):
     main(["keygen"])
-    main(["attest", PLAN, "--approver", "alice"])
-    (repo / "policies").mkdir()
-    (repo / "policies" / "approvals.yaml").write_text("rules: []\n")
+    assert main(["attest", PLAN, "--approver", "alice"]) == 0
+    budgets = repo / "policies" / "cost.yaml"
+    budgets.write_text(budgets.read_text() + "\n# a comment changes no rule\n")
+    capsys.readouterr()
+    assert main(["verify", PLAN]) == 0, "a comment-only policy edit must keep the digest"
+    approvals = repo / "policies" / "approvals.yaml"
+    approvals.write_text(
+        approvals.read_text().replace("require: {count: 1}", "require: {count: 2}", 1)
+    )
     capsys.readouterr()
     assert main(["verify", PLAN]) == 1
     assert "FAILED check 'policy'" in capsys.readouterr().err

@@ -64,8 +64,10 @@ def _plan(tmp: Path, *, idempotent: bool) -> Path:
 
 def _cli(*args: str) -> subprocess.Popen[str]:
     code = "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"
+    # keep the audit trail out of the project's own repository (the default is the cwd's repo)
+    audit = ["--audit-repo", str(Path(args[args.index("--data-dir") + 1]) / "audit.git")]
     return subprocess.Popen(
-        [sys.executable, "-c", code, "run", *args],
+        [sys.executable, "-c", code, "run", *args, *audit],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -143,7 +145,8 @@ def test_dry_run_prints_levels_and_critical_path_without_side_effects(tmp_path, 
 
 def test_mutating_plan_is_refused_without_approval(tmp_path, capsys):
     plan = _plan(tmp_path, idempotent=False)
-    code = main(["run", str(plan), "--data-dir", str(tmp_path / "d"), "--format", "json"])
+    audit = ["--audit-repo", str(tmp_path / "audit.git")]
+    code = main(["run", str(plan), "--data-dir", str(tmp_path / "d"), "--format", "json", *audit])
     assert code == 1
     assert json.loads(capsys.readouterr().out)["status"] == "refused"
     assert not (tmp_path / "log").exists()
