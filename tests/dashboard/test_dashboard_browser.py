@@ -8,6 +8,7 @@ expected plan names and statuses. Skipped, saying why, when Chromium is not inst
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -25,6 +26,9 @@ from app.dashboard.demo import DEMO_NOW, demo_dead_letters, demo_store
 from app.dashboard.router import create_dashboard_router
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("PLANGATE_REQUIRE_BROWSER"):
+    # .ci/run installs chromium and sets this: in CI a missing browser is a failure, not a skip
+    raise RuntimeError("chromium is required (PLANGATE_REQUIRE_BROWSER) but not installed")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"
 )
