@@ -39,6 +39,11 @@ class Settings(BaseModel):
     github_token: SecretStr | None = Field(
         None, description="GITHUB_TOKEN (plangate propose without App credentials)"
     )
+    signing_key_path: Path | None = Field(
+        None,
+        description="PLANGATE_SIGNING_KEY_PATH: the server's approval signing key "
+        "(`plangate keygen`); without it plangate/approval never passes",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +95,8 @@ class Settings(BaseModel):
             values["agent_base_url"] = agent_url
         if env.get("GITHUB_TOKEN"):
             values["github_token"] = env["GITHUB_TOKEN"]
+        if env.get("PLANGATE_SIGNING_KEY_PATH"):
+            values["signing_key_path"] = env["PLANGATE_SIGNING_KEY_PATH"]
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

@@ -29,6 +29,7 @@ from app.errors import InputError
 from app.github.auth import AppCredentials, InstallationTokens
 from app.github.client import GitHubCache, HttpRetry, RepoClient
 from app.observability import metrics
+from app.server.approval import ApprovalAttester, web_url_for
 from app.server.evaluate import Evaluator, NotConfiguredEvaluator, PullRequestPipeline
 from app.server.handlers import RepoClients, build_router
 from app.server.inbox import Inbox
@@ -36,6 +37,8 @@ from app.server.ingest import GroupCommitter
 from app.server.webhooks import Event, MalformedDelivery, Router, verify_signature
 from app.server.worker import Worker, WorkerPolicy
 from app.settings import Settings
+from app.signing.base import Signer
+from app.signing.local_key import LocalKeySigner, load_private_key
 
 __all__ = ["MAX_BODY_BYTES", "Deps", "create_app"]
 
@@ -87,12 +90,16 @@ class Deps:
         details_url: str | None = None,
         durable: bool = True,
         seconds_between_writes: float | None = None,
+        signer: Signer | None = None,
     ) -> Deps:
         """Production wiring: inbox under ``PLANGATE_DATA_DIR``, App auth, the evaluator.
 
         Without an ``evaluator`` the policy, cost and approval checks fail ("policy engine not
         configured"): fail closed. ``durable=False`` trades power-loss safety of acknowledged
         deliveries for latency (still safe against a killed process).
+
+        ``signer`` (default: the local key at ``PLANGATE_SIGNING_KEY_PATH``) signs approval
+        attestations; without one, ``plangate/approval`` never reaches ``success``.
         """
         _require_secret(settings)  # before anything touches the disk
         inbox = Inbox.in_dir(settings.data_dir, durable=durable)
@@ -109,6 +116,7 @@ class Deps:
             inbox=inbox,
             now=lambda: datetime.fromtimestamp(clock(), UTC),
             details_url=details_url,
+            attester=_attester(settings, signer),
         )
         router = build_router(pipeline=pipeline, inbox=inbox, clients=clients, clock=clock)
         worker = Worker(
@@ -122,6 +130,19 @@ class Deps:
             clock=clock,
             start_worker=start_worker,
         )
+
+
+def _attester(settings: Settings, signer: Signer | None) -> ApprovalAttester | None:
+    """The approval attester, or None (fail closed: approvals are held, with the reason)."""
+    if signer is None and settings.signing_key_path is not None:
+        signer = LocalKeySigner(load_private_key(settings.signing_key_path))
+    if signer is None:
+        log.warning(
+            "PLANGATE_SIGNING_KEY_PATH is not set: approval attestations are not configured, "
+            "so plangate/approval never passes"
+        )
+        return None
+    return ApprovalAttester(signer, web_url=web_url_for(settings.github_api_url))
 
 
 def app_clients(

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from app.approvals.gate import GateOptions, evaluate_gate
+from app.approvals.attest import Risk
+from app.approvals.gate import GateOptions, GateResult, evaluate_gate
 from app.approvals.render import check_run_output
 from app.cost import BudgetCheck, PlanCost, diff_costs, fmt_amount
 from app.github.checks import Annotation, CheckOutcome, failed_outcome
@@ -26,6 +27,7 @@ from app.policy.decision import Decision, RuleMatch
 from app.policy.engine import authorize, evaluate
 from app.policy.loader import PolicySet, load_policy_files
 from app.policy.requirements import ApprovalRequirements
+from app.server.approval import ApprovalFacts, combine_cost, combine_risk
 from app.server.evaluate import Evaluation, EvaluationRequest
 
 __all__ = ["PolicyEngineEvaluator"]
@@ -59,17 +61,34 @@ class PolicyEngineEvaluator:
             cost = evaluate(base.plan, policy, EvalContext(now=request.now)).cost
             if cost is not None:
                 base_costs[path] = cost
+        approval, gate = self._approval(request, decisions)
+        facts = None
+        if gate is not None:  # what the approval attestation records (app.server.approval)
+            facts = ApprovalFacts(
+                gate=gate,
+                policy_digest=policy.digest,
+                risk=combine_risk(
+                    [
+                        Risk(score=d.risk.score, level=d.risk.level) if d.risk else None
+                        for _, d, _ in decisions.values()
+                    ]
+                ),
+                cost=combine_cost(
+                    [(d.cost.money, d.cost.currency) for _, d, _ in decisions.values() if d.cost]
+                ),
+            )
         return Evaluation(
             policy=_policy_outcome(decisions, policy),
             cost=_cost_outcome(decisions, base_costs),
-            approval=self._approval(request, decisions),
+            approval=approval,
+            approval_facts=facts,
         )
 
     def _approval(
         self,
         request: EvaluationRequest,
         decisions: dict[str, tuple[LoadedPlan, Decision, Decision]],
-    ) -> CheckOutcome:
+    ) -> tuple[CheckOutcome, GateResult | None]:
         reqs = [d.approvals for _, d, _ in decisions.values()]
         if not reqs or any(r is None for r in reqs):
             return failed_outcome(
@@ -77,7 +96,7 @@ class PolicyEngineEvaluator:
                 "No approval requirements from policy",
                 "The policy engine returned no approval requirements for a plan; Plangate "
                 "fails closed.",
-            )
+            ), None
         merged = _merge([r for r in reqs if r is not None])
         result = evaluate_gate(
             merged,
@@ -87,7 +106,7 @@ class PolicyEngineEvaluator:
             requirements_base_sha=request.pull.base_sha,
         )
         out = check_run_output(result)
-        return CheckOutcome(out.name, out.conclusion, out.title, out.summary, out.text)
+        return CheckOutcome(out.name, out.conclusion, out.title, out.summary, out.text), result
 
 
 def _merge(reqs: list[ApprovalRequirements]) -> ApprovalRequirements:

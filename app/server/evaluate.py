@@ -34,6 +34,7 @@ from app.github.client import ChangedFile, PullRequestInfo, RepoClient, Review
 from app.github.pull import GitHubPullContext
 from app.observability import metrics
 from app.plan.loader import LoadedPlan, load_plan_bytes
+from app.server.approval import ApprovalFacts, AttestationsNotConfigured, Attester
 from app.server.inbox import Inbox
 
 __all__ = [
@@ -77,6 +78,9 @@ class Evaluation:
     policy: CheckOutcome
     cost: CheckOutcome
     approval: CheckOutcome
+    #: set when the approval gate ran: what the signed attestation records (the pipeline's
+    #: ``Attester`` turns a satisfied gate into ``success`` only after storing it)
+    approval_facts: ApprovalFacts | None = None
 
 
 class Evaluator(Protocol):
@@ -143,8 +147,11 @@ class PullRequestPipeline:
         inbox: Inbox,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         details_url: str | None = None,
+        attester: Attester | None = None,
     ) -> None:
         self.evaluator = evaluator
+        #: signs and stores the approval attestation; by default none (fail closed)
+        self.attester: Attester = attester or AttestationsNotConfigured()
         self.inbox = inbox
         self._now = now
         self.details_url = details_url
@@ -256,7 +263,12 @@ class PullRequestPipeline:
         except Exception as exc:  # fail closed, and say so; the traceback goes to the log
             log.exception("evaluator crashed on %s#%s", client.full_name, pull.number)
             return [validate, *_all_failed(f"internal error: {type(exc).__name__}: {exc}")]
-        return [validate, evaluation.policy, evaluation.cost, evaluation.approval]
+        approval = evaluation.approval
+        if evaluation.approval_facts is not None:
+            approval = self.attester.finalize(
+                client, pull, request, evaluation.approval_facts, approval=approval, files=files
+            )
+        return [validate, evaluation.policy, evaluation.cost, approval]
 
     def _publish(
         self,
