@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from ghfake import Pull
 from srvkit import BASE, HEAD, PLAN, REPO, create_app, make_deps, post, webhook_fixture
 
+from app.approvals.attest import local_attestation_path
 from app.approvals.context import ChangedFile, Commit
 from app.approvals.gate import evaluate_gate
 from app.cli import main
@@ -31,7 +32,6 @@ from app.policy.engine import evaluate
 from app.policy.loader import load_policy_dir
 from app.server import webhooks
 from app.server.engine import PolicyEngineEvaluator
-from app.approvals.attest import local_attestation_path
 from app.signing.local_store import DEFAULT_ATTESTATION_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
