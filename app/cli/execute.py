@@ -1,0 +1,527 @@
+"""``plangate execute``: what the ``plangate-execute`` Actions workflow runs after a merge.
+
+Wiring and adapters only (decisions live in ``app.execute.github_mode``):
+
+1. the push (``GITHUB_EVENT_PATH``: ``before``/``after``; flags override) -> the plans under
+   ``plans/`` added or modified between the two commits (git, in the checkout);
+2. the policy from the checkout (the default branch at the merge commit), fail closed, and the
+   trust from its ``signers`` plus ``--trusted-key``;
+3. per plan: the merged pull request, its attestation from the attestation branch, verification
+   (PR, head SHA, plan digest in the merge commit, policy), the policy pre-check, then the same
+   ``Runner`` as ``plangate run`` with GitHub issues for incidents and the audit trail on the
+   checkout's ``plangate/audit`` ref;
+4. the ``plangate/execute`` check run on the merge commit (in progress, then the verdict), one
+   outcome comment per pull request, and ``git push`` of the audit ref (``--push-audit``).
+
+Exit codes as ``plangate run``: 0 all plans succeeded (or nothing to do) · 1 refused · 2 invalid
+input · 3 failed · 4 paused or needs attention; with several plans the worst wins.
+
+The token is never logged and never written to ``.git/config``: the audit push authenticates
+with an ``http.extraheader`` passed to the one ``git push`` process through ``GIT_CONFIG_*``
+environment variables (as ``actions/checkout`` does, but in memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from app.errors import AttestationError, InputError, PlangateError
+
+__all__ = ["ActionsContext", "RestExecuteGitHub", "git_diff", "register", "run_execute"]
+
+ZERO_SHA = "0" * 40
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "execute",
+        help="execute the plans a push merged (GitHub Actions; verifies approvals first)",
+        description="Run the plans under plans/ that the push added or changed, each only with "
+        "a verified approval attestation of its merged pull request. Reports through the "
+        "plangate/execute check run and a PR comment. Exit 0 succeeded, 1 refused, 2 invalid "
+        "input, 3 failed, 4 paused or needs attention.",
+    )
+    p.add_argument("--repo", metavar="OWNER/NAME", help="default GITHUB_REPOSITORY")
+    p.add_argument("--before", metavar="SHA", help="default: the push event's before")
+    p.add_argument("--after", metavar="SHA", help="default: the push event's after / GITHUB_SHA")
+    p.add_argument("--policies", type=Path, default=Path("policies"), metavar="DIR")
+    p.add_argument("--data-dir", metavar="DIR", help="state directory (default PLANGATE_DATA_DIR)")
+    p.add_argument(
+        "--trusted-key",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PEM",
+        help="trusted approval signing key, in addition to the policy's signers (repeatable)",
+    )
+    p.add_argument("--attestation-branch", default="plangate-attestations", metavar="BRANCH")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="verify and report what would run; run nothing, write nothing to GitHub",
+    )
+    p.add_argument(
+        "--push-audit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="push the plangate/audit ref at the end (default: yes)",
+    )
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=run_execute)
+
+
+# --- the Actions environment ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActionsContext:
+    repo: str
+    before: str
+    after: str
+    token: str | None
+    api_url: str
+    server_url: str
+    run_url: str | None
+    workflow: str = "plangate-execute"
+
+
+def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> ActionsContext:
+    from app.settings import Settings
+
+    settings = Settings.from_env(environ)
+    event: dict[str, Any] = {}
+    event_path = environ.get("GITHUB_EVENT_PATH")
+    if event_path and not (args.before and args.after):
+        try:
+            event = json.loads(Path(event_path).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(
+                f"GITHUB_EVENT_PATH={event_path}: cannot read the event ({exc})"
+            ) from exc
+    repo = args.repo or environ.get("GITHUB_REPOSITORY") or ""
+    if "/" not in repo:
+        raise InputError("no repository: pass --repo OWNER/NAME or set GITHUB_REPOSITORY")
+    after = args.after or event.get("after") or environ.get("GITHUB_SHA") or ""
+    before = args.before or event.get("before") or ""
+    if not after or not before:
+        raise InputError(
+            "no commit range: pass --before and --after, or run on a push event (GITHUB_EVENT_PATH)"
+        )
+    server = (environ.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/")
+    run_id = environ.get("GITHUB_RUN_ID")
+    token = settings.github_token.get_secret_value() if settings.github_token else None
+    return ActionsContext(
+        repo=repo,
+        before=before,
+        after=after,
+        token=token,
+        api_url=settings.github_api_url,
+        server_url=server,
+        run_url=f"{server}/{repo}/actions/runs/{run_id}" if run_id else None,
+        workflow=environ.get("GITHUB_WORKFLOW_REF") or "plangate-execute",
+    )
+
+
+# --- adapters ---------------------------------------------------------------------------------
+
+
+class RestExecuteGitHub:
+    """``ExecuteGitHub`` + check runs, comments and issues over ``RepoClient``'s transport."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        owner, _, name = client.full_name.partition("/")
+        self._base = f"/repos/{quote(owner)}/{quote(name)}"
+
+    def pulls_for_commit(self, sha: str) -> list[Mapping[str, Any]]:
+        return list(self.client.transport.paginate(f"{self._base}/commits/{sha}/pulls"))
+
+    def file_at(self, path: str, ref: str) -> bytes | None:
+        return self.client.file_at(path, ref)
+
+    def create_check_run(self, body: Mapping[str, Any]) -> int:
+        return int(self.client.create_check_run(body))
+
+    def update_check_run(self, check_run_id: int, body: Mapping[str, Any]) -> None:
+        self.client.update_check_run(check_run_id, body)
+
+    def comment(self, number: int, body: str) -> None:
+        self.client.transport.request(
+            "POST", f"{self._base}/issues/{number}/comments", body={"body": body}
+        )
+
+    def open_issue(self, repo: str, title: str, body: str, labels: Sequence[str]) -> str:
+        """``IssueOpener`` for ``GitHubIssueIncidents`` (incidents as issues in this repo)."""
+        data = self.client.transport.request(
+            "POST",
+            f"{self._base}/issues",
+            body={"title": title[:256], "body": body, "labels": list(labels)},
+        ).data
+        return str((data or {}).get("html_url") or f"issue #{(data or {}).get('number')}")
+
+
+def git_diff(repo_path: Path, before: str, after: str) -> list[tuple[str, str]]:
+    """``(status, path)`` of files changed from ``before`` to ``after`` (renames split in two).
+
+    A zero ``before`` (a new branch) diffs against ``after``'s first parent; a root commit
+    counts every file as added.
+    """
+    import git
+
+    repo = git.Repo(repo_path, search_parent_directories=True)
+    try:
+        new = repo.commit(after)
+        if before == ZERO_SHA:
+            if not new.parents:
+                return [("A", str(b.path)) for b in new.tree.traverse() if b.type == "blob"]
+            old = new.parents[0]
+        else:
+            old = repo.commit(before)
+    except (ValueError, git.BadName) as exc:
+        raise InputError(
+            f"commit range {before[:12]}..{after[:12]} is not in the checkout ({exc})",
+            hint="check out with fetch-depth: 0 so both commits of the push are present",
+        ) from exc
+    out: list[tuple[str, str]] = []
+    for d in old.diff(new):
+        kind = d.change_type or "M"
+        if kind == "R":
+            out += [("D", str(d.a_path)), ("A", str(d.b_path))]
+        elif kind == "D":
+            out.append(("D", str(d.a_path)))
+        else:
+            out.append((kind, str(d.b_path)))
+    return out
+
+
+def git_file(repo_path: Path, commit: str, path: str) -> bytes:
+    import git
+
+    repo = git.Repo(repo_path, search_parent_directories=True)
+    try:
+        return repo.commit(commit).tree[path].data_stream.read()
+    except KeyError as exc:
+        raise InputError(f"{path}: not in commit {commit[:12]}") from exc
+
+
+def authenticated_push(store: Any, *, server_url: str, repo: str, token: str | None) -> str | None:
+    """Push the audit ref to ``server_url/repo`` with the token in memory only.
+
+    The remote and its ``Authorization`` header reach the one git process through
+    ``GIT_CONFIG_COUNT``/``KEY``/``VALUE`` environment variables: nothing on disk, nothing on a
+    command line (``ps``), nothing in git's error messages (the remote is named, not a URL).
+    """
+    remote = "plangate-audit-push"
+    url = f"{server_url.rstrip('/')}/{repo}.git"
+    config = [(f"remote.{remote}.url", url)]
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        parts = urlsplit(url)
+        config.append(
+            (f"http.{parts.scheme}://{parts.netloc}/.extraheader", f"AUTHORIZATION: basic {basic}")
+        )
+    env = {"GIT_CONFIG_COUNT": str(len(config)), "GIT_TERMINAL_PROMPT": "0"}
+    for i, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    with store._repo.git.custom_environment(**env):
+        return store.push(remote)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def run_execute(args: argparse.Namespace) -> int:
+    return execute(args, environ=os.environ)
+
+
+def execute(
+    args: argparse.Namespace,
+    *,
+    environ: Mapping[str, str],
+    github: Any | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    from app.execute import github_mode as gm
+    from app.policy.loader import load_policy_dir
+
+    ctx = _actions_context(args, environ)
+    checkout = Path.cwd()
+    diff = gm.changed_plans(git_diff(checkout, ctx.before, ctx.after))
+    if not diff.changed:
+        what = f"; deleted (not run): {', '.join(diff.deleted)}" if diff.deleted else ""
+        print(f"plangate: no plan added or changed in {ctx.before[:12]}..{ctx.after[:12]}{what}")
+        return 0
+    policy = load_policy_dir(args.policies)  # fail closed: a broken policy is exit 2
+    trust = _trust(args, policy)
+    if github is None:
+        github = _github(ctx)
+    data_dir = Path(args.data_dir) if args.data_dir else _data_dir(environ)
+
+    check_id: int | None = None
+    if not args.dry_run:
+        check_id = github.create_check_run(
+            {
+                "name": gm.CHECK_NAME,
+                "head_sha": ctx.after,
+                "status": "in_progress",
+                "started_at": now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                **({"details_url": ctx.run_url} if ctx.run_url else {}),
+                "output": {
+                    "title": f"Executing {len(diff.changed)} plan(s)",
+                    "summary": "Plans: " + ", ".join(f"`{p}`" for p in diff.changed),
+                },
+            }
+        )
+    outcomes: list[gm.PlanOutcome] = []
+    notes: list[str] = []
+    try:
+        for path in diff.changed:
+            outcomes.append(_one_plan(args, ctx, github, path, policy, trust, data_dir, now))
+        if args.push_audit and not args.dry_run:
+            notes += _push_audit(ctx)
+    finally:
+        if check_id is not None:
+            _finish_check(github, check_id, ctx, outcomes, diff.deleted, notes)
+    if not args.dry_run:
+        _comment(github, ctx, outcomes)
+    _print(args, outcomes, diff.deleted, notes)
+    return gm.exit_code(outcomes)
+
+
+def _one_plan(  # type: ignore[no-untyped-def]
+    args, ctx: ActionsContext, github, path: str, policy, trust, data_dir: Path, now
+):
+    from app.actions.registry import default_registry
+    from app.execute import github_mode as gm
+    from app.plan.loader import load_plan_bytes
+    from app.policy.context import EvalContext
+    from app.policy.engine import evaluate
+
+    outcome = gm.PlanOutcome(path=path)
+    try:
+        loaded = load_plan_bytes(
+            path, git_file(Path.cwd(), ctx.after, path), registry=default_registry()
+        )
+    except PlangateError as exc:
+        outcome.refusal = f"invalid plan: {exc}"
+        return outcome
+    try:
+        pr = gm.merged_pull(github.pulls_for_commit(ctx.after), ctx.after)
+        outcome.pr = pr
+        source, document = gm.fetch_attestation(github, args.attestation_branch, pr)
+
+        def verify():  # type: ignore[no-untyped-def]
+            return gm.verify_plan(
+                plan=loaded.plan,
+                plan_path=path,
+                plan_digest=loaded.digest,
+                document=document,
+                source=source,
+                trust=trust,
+                repo=ctx.repo,
+                pr=pr,
+                policy=policy,
+                now=now(),
+            )
+
+        outcome.approval = verify()
+    except AttestationError as exc:
+        outcome.refusal = f"{exc} ({exc.check} check). {exc.hint or ''}".strip()
+        return outcome
+    decision = evaluate(
+        loaded.plan, policy, EvalContext(now=now(), author=pr.author, plan_path=path)
+    )
+    if not decision.allowed:
+        outcome.refusal = "denied by policy: " + "; ".join(
+            f"{m.rule} ({m.source}): {m.reason}" for m in decision.denials
+        )
+        return outcome
+    if args.dry_run:
+        return outcome
+    outcome.result = _run(ctx, github, loaded, policy, data_dir, pr, gm.VerifiedPlanGate(verify))
+    return outcome
+
+
+def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate):  # type: ignore[no-untyped-def]
+    from app.actions.registry import default_registry
+    from app.audit.events import Actor
+    from app.audit.git_store import GitAuditStore
+    from app.audit.sink import AuditEventSink
+    from app.cli.run import _secrets
+    from app.execute.actions import implementations
+    from app.execute.incidents import FileIncidentReporter, GitHubIssueIncidents
+    from app.execute.locks import LockManager
+    from app.execute.policy_port import EnginePolicy
+    from app.execute.ports import FanoutSink, JsonlEventSink
+    from app.execute.runner import Runner
+    from app.execute.state import StateStore
+
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    state = StateStore.open(data_dir)
+    store = GitAuditStore(Path.cwd())
+    try:
+        audit = AuditEventSink(
+            store,
+            plan=loaded.plan,
+            plan_digest=loaded.digest,
+            actor=Actor(kind="workflow", id=ctx.workflow),
+            now=clock,
+        )
+        events = FanoutSink([JsonlEventSink(data_dir / "events.jsonl", now=time.time), audit])
+        wired = implementations(default_registry(), base_env=_step_env())
+        runner = Runner(
+            implementations=wired.actions,
+            registry=default_registry(),
+            state=state,
+            locks=LockManager(state.conn, now=time.time, sleep=asyncio.sleep, lease=60.0),
+            gate=gate,
+            policy=EnginePolicy(policy, now=clock, plan_path=loaded.path, author=pr.author),
+            events=events,
+            incidents=GitHubIssueIncidents(
+                github,
+                repo=ctx.repo,
+                fallback=FileIncidentReporter(data_dir / "incidents"),
+            ),
+            now=time.time,
+            sleep=asyncio.sleep,
+            rng=random.SystemRandom(),
+            new_run_id=lambda: uuid.uuid4().hex[:16],
+            secrets=_secrets(loaded.plan),
+            work_dir=Path.cwd(),
+        )
+        return asyncio.run(runner.run(loaded))
+    finally:
+        store.commit()
+        store.close()
+        state.close()
+
+
+def _step_env() -> dict[str, str]:
+    """The environment steps see: never the GitHub token (steps name their secrets)."""
+    return {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "GH_TOKEN")}
+
+
+def _push_audit(ctx: ActionsContext) -> list[str]:
+    from app.audit.errors import AuditError
+    from app.audit.git_store import GitAuditStore
+
+    store = GitAuditStore(Path.cwd())
+    try:
+        tip = authenticated_push(store, server_url=ctx.server_url, repo=ctx.repo, token=ctx.token)
+    except AuditError as exc:
+        print(f"plangate: audit push failed: {exc.diagnostics()}", file=sys.stderr)
+        return [f"Audit trail NOT pushed ({exc}); the workflow artifact keeps the run record.", ""]
+    finally:
+        store.close()
+    return [f"Audit trail pushed: `plangate/audit` at `{(tip or 'none')[:12]}`.", ""]
+
+
+def _finish_check(github, check_id: int, ctx, outcomes, deleted, notes) -> None:  # type: ignore[no-untyped-def]
+    from app.execute import github_mode as gm
+    from app.github.checks import check_run_requests
+
+    outcome = gm.render_check(outcomes, deleted=deleted, run_url=ctx.run_url, notes=notes)
+    first, more = check_run_requests(
+        outcome, head_sha=ctx.after, details_url=ctx.run_url, external_id=ctx.after
+    )
+    first.pop("head_sha", None)
+    first["completed_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    github.update_check_run(check_id, first)
+    for body in more:
+        github.update_check_run(check_id, body)
+
+
+def _comment(github, ctx: ActionsContext, outcomes) -> None:  # type: ignore[no-untyped-def]
+    from app.execute import github_mode as gm
+
+    by_pr: dict[int, list[gm.PlanOutcome]] = {}
+    for o in outcomes:
+        if o.pr is not None:
+            by_pr.setdefault(o.pr.number, []).append(o)
+    for number, items in sorted(by_pr.items()):
+        try:
+            github.comment(number, gm.render_comment(items, run_url=ctx.run_url))
+        except PlangateError as exc:  # the check run already carries the outcome
+            print(f"plangate: cannot comment on PR #{number}: {exc}", file=sys.stderr)
+
+
+def _print(args, outcomes, deleted, notes) -> None:  # type: ignore[no-untyped-def]
+    if args.format == "json":
+        doc = {
+            "plans": [
+                {
+                    "path": o.path,
+                    "status": o.status,
+                    "pull_request": o.pr.number if o.pr else None,
+                    "refusal": o.refusal,
+                    "result": o.result.to_dict() if o.result else None,
+                }
+                for o in outcomes
+            ],
+            "deleted": list(deleted),
+        }
+        print(json.dumps(doc, indent=2, default=str))
+        return
+    for o in outcomes:
+        line = f"{o.path}: {o.status}"
+        if o.refusal:
+            line += f" — {o.refusal}"
+        elif o.result is not None and o.result.reason:
+            line += f" — {o.result.reason}"
+        print(line)
+    for path in deleted:
+        print(f"{path}: deleted (not run)")
+    for note in notes:
+        if note:
+            print(note)
+
+
+def _trust(args: argparse.Namespace, policy: Any) -> Any:
+    """Policy ``signers`` plus ``--trusted-key``; empty trust is refused later (fail closed)."""
+    from app.signing import Trust, TrustedKey
+    from app.signing.base import trust_from_policy
+
+    keys = []
+    for path in args.trusted_key:
+        try:
+            keys.append(TrustedKey(public_key_pem=path.read_text(), name=path.name))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read trusted key ({exc.strerror})") from exc
+        except ValueError as exc:
+            raise InputError(f"{path}: not a usable public key: {exc}") from exc
+    from_policy = trust_from_policy(policy.signers)
+    return Trust(keys=(*keys, *from_policy.keys), identities=from_policy.identities)
+
+
+def _data_dir(environ: Mapping[str, str]) -> Path:
+    from app.settings import Settings
+
+    return Settings.from_env(environ).data_dir
+
+
+def _github(ctx: ActionsContext) -> RestExecuteGitHub:
+    from app.github.auth import token_transport
+    from app.github.client import GitHubCache, RepoClient
+
+    if not ctx.token:
+        raise InputError(
+            "GITHUB_TOKEN is not set",
+            hint="pass `GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}` to the step",
+        )
+    transport = token_transport(ctx.token, base_url=ctx.api_url)
+    return RestExecuteGitHub(RepoClient(transport, ctx.repo, cache=GitHubCache()))

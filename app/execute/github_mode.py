@@ -1,0 +1,404 @@
+"""``plangate execute`` in GitHub Actions: which plans a push merged, and may they run?
+
+The orchestration between the push event and the runner, kept free of HTTP and git: GitHub is
+seen through the narrow ``ExecuteGitHub`` port, the diff through plain ``(status, path)`` pairs,
+and ``now`` is passed in. The CLI (``app/cli/execute.py``) supplies the adapters.
+
+What it decides:
+
+* **Changed plans** (``changed_plans``): YAML files under ``plans/`` added or modified between
+  ``before`` and ``after``; deleted ones are reported and never run.
+* **The merged pull request** (``merged_pull``): of the PRs GitHub associates with the merge
+  commit, the one that was merged *as* that commit (``merge_commit_sha == after``). Anything else
+  (a direct push, a PR merged elsewhere) is refused: only a reviewed pull request carries an
+  approval.
+* **The approval** (``verify_plan``): the attestation on the bot-only attestation branch at
+  ``pr-<N>/<head sha>.<kind>.json`` (sigstore first, then the local-key DSSE form), verified
+  with ``verify_for_execution`` against the plan digest *in the merge commit*, the PR number,
+  its head SHA and the trust from the default branch's policy.
+* **A changed policy** (``policy_accepts``): the attestation records the policy digest at
+  approval time; the executor runs under the default branch's policy *now*. If they differ the
+  approval is not refused outright (an unrelated policy edit merged in between must not strand
+  every approved plan) but re-judged: the current policy must still allow the plan, and its
+  approval requirements must be met by the approvers the attestation records (``simulate_gate``,
+  the author never counts; team requirements count only members the policy lists, since the
+  executor does not query team membership). A tightened policy therefore refuses
+  (``check == "policy"``).
+* **What to say** (``render_check``, ``render_comment``): the ``plangate/execute`` check run and
+  the PR comment, from the run results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from app.approvals.attest import ApprovalStatement, storage_path
+from app.approvals.gate import simulate_gate
+from app.approvals.verify import VerifiedApproval, verify_for_execution
+from app.errors import AttestationError
+from app.execute.result import RunResult
+from app.github.checks import CheckOutcome, Conclusion, truncate
+from app.plan.model import Plan
+from app.policy.context import EvalContext
+from app.policy.engine import evaluate
+from app.policy.loader import PolicySet
+from app.signing import Trust
+
+__all__ = [
+    "ATTESTATION_KINDS",
+    "CHECK_NAME",
+    "EXIT",
+    "ChangedPlans",
+    "ExecuteGitHub",
+    "MergedPull",
+    "PlanOutcome",
+    "VerifiedPlanGate",
+    "changed_plans",
+    "conclusion_for",
+    "exit_code",
+    "fetch_attestation",
+    "merged_pull",
+    "policy_accepts",
+    "render_check",
+    "render_comment",
+    "verify_plan",
+]
+
+CHECK_NAME = "plangate/execute"
+#: tried in this order: the App signs with sigstore; the local-key DSSE form is the fallback
+ATTESTATION_KINDS = ("sigstore", "dsse")
+ZERO_SHA = "0" * 40
+
+#: like ``plangate run``: 0 succeeded · 1 refused · 2 invalid input · 3 failed · 4 paused
+EXIT = {
+    "succeeded": 0,
+    "dry_run": 0,
+    "refused": 1,
+    "compensated": 3,
+    "aborted": 3,
+    "compensation_failed": 3,
+    "paused": 4,
+    "needs_attention": 4,
+}
+#: with several plans the worst outcome decides: a failure outranks a pause, which outranks a
+#: refusal (something ran and needs a human) — and any of them outranks success
+_SEVERITY = {0: 0, 1: 1, 4: 2, 2: 3, 3: 4}
+
+
+class ExecuteGitHub(Protocol):
+    """The GitHub calls ``plangate execute`` makes (``app/cli/execute.py`` implements them)."""
+
+    def pulls_for_commit(self, sha: str) -> list[Mapping[str, Any]]:
+        """``GET /repos/{o}/{r}/commits/{sha}/pulls`` (pull request objects)."""
+        ...
+
+    def file_at(self, path: str, ref: str) -> bytes | None:
+        """A file's bytes at a branch or commit, None if absent (contents API)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedPlans:
+    changed: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+
+
+def _is_plan(path: str) -> bool:
+    return path.startswith("plans/") and path.endswith((".yaml", ".yml"))
+
+
+def changed_plans(diff: Iterable[tuple[str, str]]) -> ChangedPlans:
+    """``(status, path)`` pairs of a git diff -> plans to run and plans deleted.
+
+    Status letters as ``git diff --name-status``: ``A``/``M``/``C``/``T`` run the path, ``D``
+    reports it; a rename ``R`` arrives as ``D old`` + ``A new`` from the adapter.
+    """
+    changed: set[str] = set()
+    deleted: set[str] = set()
+    for status, path in diff:
+        if not _is_plan(path):
+            continue
+        if status.startswith("D"):
+            deleted.add(path)
+        else:
+            changed.add(path)
+    return ChangedPlans(tuple(sorted(changed)), tuple(sorted(deleted - changed)))
+
+
+@dataclass(frozen=True, slots=True)
+class MergedPull:
+    number: int
+    head_sha: str
+    author: str
+    url: str
+
+
+def merged_pull(pulls: Sequence[Mapping[str, Any]], merge_sha: str) -> MergedPull:
+    """The pull request merged as ``merge_sha``; refuses (``pull_request``) if there is none."""
+    for pr in pulls:
+        if pr.get("merged_at") and pr.get("merge_commit_sha") == merge_sha:
+            return MergedPull(
+                number=int(pr["number"]),
+                head_sha=str(pr["head"]["sha"]),
+                author=str((pr.get("user") or {}).get("login", "")),
+                url=str(pr.get("html_url", "")),
+            )
+    seen = ", ".join(f"#{p.get('number')}" for p in pulls) or "none"
+    raise AttestationError(
+        f"commit {merge_sha} is not the merge commit of a merged pull request "
+        f"(associated pull requests: {seen})",
+        check="pull_request",
+        hint="plans run only when merged through a reviewed pull request; direct pushes to the "
+        "default branch never execute",
+    )
+
+
+def fetch_attestation(github: ExecuteGitHub, branch: str, pr: MergedPull) -> tuple[str, bytes]:
+    """``(source, document)`` from the attestation branch; refuses (``format``) when absent."""
+    tried = []
+    for kind in ATTESTATION_KINDS:
+        path = storage_path(pr.number, pr.head_sha, kind)
+        tried.append(path)
+        document = github.file_at(path, branch)
+        if document is not None:
+            return f"{branch}:{path}", document
+    raise AttestationError(
+        f"no approval attestation for PR #{pr.number} at head {pr.head_sha} on branch "
+        f"{branch} (looked for {', '.join(tried)})",
+        check="format",
+        hint="the plan was merged without a recorded approval; approve it on a pull request "
+        "so the Plangate App records the attestation, then merge again",
+    )
+
+
+def policy_accepts(
+    plan: Plan, plan_path: str, policy: PolicySet, author: str, now: datetime
+) -> Callable[[ApprovalStatement], bool]:
+    """Does the *current* policy accept an approval recorded under an older one?
+
+    The plan must still be allowed, and the recorded approvers (logins) must satisfy the current
+    approval requirements as if they approved now; the PR author never counts.
+    """
+
+    def accepts(statement: ApprovalStatement) -> bool:
+        decision = evaluate(plan, policy, EvalContext(now=now, author=author, plan_path=plan_path))
+        if not decision.allowed or decision.approvals is None:
+            return False
+        approvers = sorted({a.login for a in statement.predicate.approvers})
+        return simulate_gate(decision.approvals, author, approvers, now=now).satisfied
+
+    return accepts
+
+
+def verify_plan(
+    *,
+    plan: Plan,
+    plan_path: str,
+    plan_digest: str,
+    document: bytes,
+    source: str,
+    trust: Trust,
+    repo: str,
+    pr: MergedPull,
+    policy: PolicySet,
+    now: datetime,
+) -> VerifiedApproval:
+    """Verify ``document`` for this plan, PR, head and policy (raises ``AttestationError``)."""
+    if trust.empty:
+        raise AttestationError(
+            "no trusted approval signers: the policy lists no `signers` and no --trusted-key "
+            "was given",
+            check="signer",
+            hint="add the approval signer to the default branch's policy (`signers:`)",
+        )
+    return verify_for_execution(
+        plan_path,
+        plan_digest,
+        document,
+        trust,
+        repo,
+        pr.number,
+        now,
+        expected_head_sha=pr.head_sha,
+        expected_policy_digest=policy.digest,
+        policy_accepts=policy_accepts(plan, plan_path, policy, pr.author, now),
+        source=source,
+    )
+
+
+@dataclass
+class VerifiedPlanGate:
+    """``ApprovalGate`` for one already verified plan: re-verifies at the runner's call.
+
+    Re-verifying costs one signature check and catches a digest mismatch between what was
+    verified and what the runner is about to run.
+    """
+
+    verify_again: Callable[[], VerifiedApproval]
+    last: VerifiedApproval | None = None
+
+    def verify(self, plan: Any, digest: str) -> str:
+        approval = self.verify_again()
+        if approval.plan_digest != digest:
+            raise AttestationError(
+                f"{approval.plan_path}: verified digest {approval.plan_digest} is not the "
+                f"digest being run ({digest})",
+                check="digest",
+            )
+        self.last = approval
+        return approval.summary()
+
+
+# --- outcome ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanOutcome:
+    """One changed plan: refused before it ran (``refusal``) or run (``result``)."""
+
+    path: str
+    pr: MergedPull | None = None
+    approval: VerifiedApproval | None = None
+    refusal: str | None = None
+    result: RunResult | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.result is not None:
+            return self.result.status
+        return "refused" if self.refusal else "dry_run"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT.get(self.status, 3)
+
+
+def exit_code(outcomes: Sequence[PlanOutcome]) -> int:
+    codes = [o.exit_code for o in outcomes] or [0]
+    return max(codes, key=lambda c: _SEVERITY.get(c, 4))
+
+
+def conclusion_for(outcomes: Sequence[PlanOutcome]) -> Conclusion:
+    code = exit_code(outcomes)
+    if code == 0:
+        return "success"
+    if code == 4:
+        return "action_required"
+    return "failure"
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+_VERB = {
+    "succeeded": "succeeded",
+    "dry_run": "would run (dry run)",
+    "refused": "was refused",
+    "compensated": "failed and was rolled back",
+    "aborted": "was aborted and rolled back",
+    "compensation_failed": "failed and its rollback failed: manual rollback needed",
+    "paused": "is paused",
+    "needs_attention": "needs attention",
+}
+
+
+def _title(outcomes: Sequence[PlanOutcome], deleted: Sequence[str]) -> str:
+    if not outcomes:
+        return f"No plans to run ({len(deleted)} deleted)" if deleted else "No plans changed"
+    if len(outcomes) == 1:
+        o = outcomes[0]
+        return f"{o.path} {_VERB.get(o.status, o.status)}"
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    parts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(counts.items()))
+    return f"{len(outcomes)} plans: {parts}"
+
+
+def _plan_section(o: PlanOutcome) -> list[str]:
+    lines = [f"### `{o.path}`: {_VERB.get(o.status, o.status)}", ""]
+    if o.pr is not None:
+        lines.append(f"Pull request: #{o.pr.number} (head `{o.pr.head_sha[:12]}`)")
+    if o.approval is not None:
+        lines.append(f"Approval: {o.approval.summary()}")
+    if o.refusal:
+        lines += ["", f"**Refused:** {o.refusal}"]
+    r = o.result
+    if r is not None:
+        lines += [f"Run id (correlation id): `{r.run_id}` · plan digest `{r.plan_digest}`"]
+        if r.reason:
+            lines += ["", f"Reason: {r.reason}"]
+        lines += ["", "| step | status | attempts | retries | error |", "|---|---|---:|---:|---|"]
+        for s in r.steps.values():
+            lines.append(
+                f"| `{_cell(s.step_id)}` | {s.status} | {s.attempts} | {s.retries} "
+                f"| {_cell(s.error or '')} |"
+            )
+        canary = _canary(r)
+        if canary:
+            lines += ["", f"Canary: {canary}"]
+        if r.compensations:
+            lines += ["", "Compensations:", "", "| step | status | attempts | note |"]
+            lines.append("|---|---|---:|---|")
+            for c in r.compensations:
+                lines.append(
+                    f"| `{_cell(c.step_id)}` | {c.status} | {c.attempts} "
+                    f"| {_cell(c.error or c.note or '')} |"
+                )
+        if r.incident:
+            lines += ["", f"Incident: {r.incident}"]
+        if r.runbook is not None:
+            lines += ["", "#### Manual rollback runbook", "", "```", r.runbook.render(), "```"]
+        for w in [*r.warnings, *o.warnings]:
+            lines.append(f"- warning: {w}")
+    lines.append("")
+    return lines
+
+
+def _canary(r: RunResult) -> str:
+    if r.status == "aborted" and r.incident:
+        return "aborted (probe failed); compensations ran"
+    if any(s.error_kind and s.error_kind.startswith("probe.") for s in r.steps.values()):
+        return "failed"
+    return ""
+
+
+def render_check(
+    outcomes: Sequence[PlanOutcome],
+    *,
+    deleted: Sequence[str] = (),
+    run_url: str | None = None,
+    notes: Sequence[str] = (),
+) -> CheckOutcome:
+    """The ``plangate/execute`` check run: verdict title, per-plan Markdown summary."""
+    lines: list[str] = []
+    if run_url:
+        lines += [f"Workflow run: {run_url}", ""]
+    lines += list(notes)
+    for o in outcomes:
+        lines += _plan_section(o)
+    if deleted:
+        lines += ["Deleted plans (not run): " + ", ".join(f"`{p}`" for p in deleted), ""]
+    if not outcomes and not deleted:
+        lines.append("This push changed no plan under `plans/`.")
+    return CheckOutcome(
+        name=CHECK_NAME,
+        conclusion=conclusion_for(outcomes),
+        title=_title(outcomes, deleted),
+        summary=truncate("\n".join(lines), pointer=run_url),
+    )
+
+
+def render_comment(outcomes: Sequence[PlanOutcome], *, run_url: str | None = None) -> str:
+    """The outcome comment on a merged pull request (its plans only)."""
+    lines = [f"**Plangate execute:** {_title(outcomes, ())}", ""]
+    for o in outcomes:
+        lines += _plan_section(o)
+    if run_url:
+        lines.append(f"Workflow run: {run_url}")
+    return truncate("\n".join(lines), pointer=run_url)
