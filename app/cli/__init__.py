@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.deliveries",
     "app.cli.propose",
     "app.cli.run",
+    "app.cli.execute",
 )
 
 EXIT_OK = 0
