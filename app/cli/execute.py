@@ -289,14 +289,23 @@ def execute(
         )
     outcomes: list[gm.PlanOutcome] = []
     notes: list[str] = []
+    error: str | None = None
     try:
+        pulls: list[Any] | None = None
         for path in diff.changed:
-            outcomes.append(_one_plan(args, ctx, github, path, policy, trust, data_dir, now))
+            if pulls is None:
+                pulls = github.pulls_for_commit(ctx.after)
+            outcomes.append(
+                _one_plan(args, ctx, github, path, policy, trust, data_dir, now, pulls, check_id)
+            )
         if args.push_audit and not args.dry_run:
             notes += _push_audit(ctx)
+    except BaseException as exc:  # the check run must not stay "in progress" or say success
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         if check_id is not None:
-            _finish_check(github, check_id, ctx, outcomes, diff.deleted, notes)
+            _finish_check(github, check_id, ctx, outcomes, diff.deleted, notes, error)
     if not args.dry_run:
         _comment(github, ctx, outcomes)
     _print(args, outcomes, diff.deleted, notes)
@@ -304,7 +313,16 @@ def execute(
 
 
 def _one_plan(  # type: ignore[no-untyped-def]
-    args, ctx: ActionsContext, github, path: str, policy, trust, data_dir: Path, now
+    args,
+    ctx: ActionsContext,
+    github,
+    path: str,
+    policy,
+    trust,
+    data_dir: Path,
+    now,
+    pulls,
+    check_id,
 ):
     from app.actions.registry import default_registry
     from app.execute import github_mode as gm
@@ -320,8 +338,11 @@ def _one_plan(  # type: ignore[no-untyped-def]
     except PlangateError as exc:
         outcome.refusal = f"invalid plan: {exc}"
         return outcome
+    outcome.step_lines = {
+        step.id: loaded.line_of("steps", i) or 1 for i, step in enumerate(loaded.plan.steps)
+    }
     try:
-        pr = gm.merged_pull(github.pulls_for_commit(ctx.after), ctx.after)
+        pr = gm.merged_pull(pulls, ctx.after)
         outcome.pr = pr
         source, document = gm.fetch_attestation(github, args.attestation_branch, pr)
 
@@ -353,11 +374,23 @@ def _one_plan(  # type: ignore[no-untyped-def]
         return outcome
     if args.dry_run:
         return outcome
-    outcome.result = _run(ctx, github, loaded, policy, data_dir, pr, gm.VerifiedPlanGate(verify))
+    progress = None
+    if check_id is not None:
+        progress = gm.CheckRunProgress(
+            lambda body: github.update_check_run(check_id, body),
+            plan_path=path,
+            clock=time.monotonic,
+            run_url=ctx.run_url,
+        )
+    outcome.result = _run(
+        ctx, github, loaded, policy, data_dir, pr, gm.VerifiedPlanGate(verify), progress
+    )
+    if progress is not None and progress.errors:
+        outcome.warnings.append(f"live check-run updates failed: {progress.errors[-1]}")
     return outcome
 
 
-def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate):  # type: ignore[no-untyped-def]
+def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # type: ignore[no-untyped-def]
     from app.actions.registry import default_registry
     from app.audit.events import Actor
     from app.audit.git_store import GitAuditStore
@@ -382,7 +415,8 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate):  # type: ignore
             actor=Actor(kind="workflow", id=ctx.workflow),
             now=clock,
         )
-        events = FanoutSink([JsonlEventSink(data_dir / "events.jsonl", now=time.time), audit])
+        sinks = [JsonlEventSink(data_dir / "events.jsonl", now=time.time), audit]
+        events = FanoutSink([*sinks, progress] if progress is not None else sinks)
         wired = implementations(default_registry(), base_env=_step_env())
         runner = Runner(
             implementations=wired.actions,
@@ -431,11 +465,13 @@ def _push_audit(ctx: ActionsContext) -> list[str]:
     return [f"Audit trail pushed: `plangate/audit` at `{(tip or 'none')[:12]}`.", ""]
 
 
-def _finish_check(github, check_id: int, ctx, outcomes, deleted, notes) -> None:  # type: ignore[no-untyped-def]
+def _finish_check(github, check_id: int, ctx, outcomes, deleted, notes, error) -> None:  # type: ignore[no-untyped-def]
     from app.execute import github_mode as gm
     from app.github.checks import check_run_requests
 
-    outcome = gm.render_check(outcomes, deleted=deleted, run_url=ctx.run_url, notes=notes)
+    outcome = gm.render_check(
+        outcomes, deleted=deleted, run_url=ctx.run_url, notes=notes, error=error
+    )
     first, more = check_run_requests(
         outcome, head_sha=ctx.after, details_url=ctx.run_url, external_id=ctx.after
     )

@@ -40,7 +40,7 @@ from app.approvals.gate import simulate_gate
 from app.approvals.verify import VerifiedApproval, verify_for_execution
 from app.errors import AttestationError
 from app.execute.result import RunResult
-from app.github.checks import CheckOutcome, Conclusion, truncate
+from app.github.checks import Annotation, CheckOutcome, Conclusion, truncate
 from app.plan.model import Plan
 from app.policy.context import EvalContext
 from app.policy.engine import evaluate
@@ -52,10 +52,12 @@ __all__ = [
     "CHECK_NAME",
     "EXIT",
     "ChangedPlans",
+    "CheckRunProgress",
     "ExecuteGitHub",
     "MergedPull",
     "PlanOutcome",
     "VerifiedPlanGate",
+    "annotations_for",
     "changed_plans",
     "conclusion_for",
     "exit_code",
@@ -252,6 +254,114 @@ class VerifiedPlanGate:
         return approval.summary()
 
 
+# --- live progress ---------------------------------------------------------------------------
+
+_PROGRESS_EVENTS = frozenset(
+    {
+        "run.started",
+        "step.started",
+        "step.succeeded",
+        "step.failed",
+        "step.paused",
+        "step.retry",
+        "step.needs_attention",
+        "run.promoted",
+        "canary.aborted",
+        "compensation.succeeded",
+        "compensation.failed",
+        "run.finished",
+    }
+)
+
+
+class CheckRunProgress:
+    """``EventSink`` that keeps the in-progress ``plangate/execute`` check run current.
+
+    Step events update a per-step table; the check run is PATCHed at most once per ``interval``
+    seconds (GitHub's secondary rate limits punish bursts of writes) and on ``flush``. Reporting
+    trouble never reaches the runner: a failed update is remembered in ``errors`` and the next
+    one tries again (``EventSink.emit`` must not raise).
+    """
+
+    def __init__(
+        self,
+        update: Callable[[Mapping[str, Any]], None],
+        *,
+        plan_path: str,
+        clock: Callable[[], float],
+        interval: float = 10.0,
+        run_url: str | None = None,
+    ) -> None:
+        self._update = update
+        self._plan_path = plan_path
+        self._clock = clock
+        self._interval = interval
+        self._run_url = run_url
+        self._last_sent: float | None = None
+        self._dirty = False
+        self.steps: dict[str, tuple[str, int]] = {}
+        self.notes: list[str] = []
+        self.run_id: str | None = None
+        self.updates = 0
+        self.errors: list[str] = []
+
+    def emit(self, event_type: str, **fields: Any) -> None:
+        if event_type not in _PROGRESS_EVENTS:
+            return
+        step = str(fields.get("step") or "")
+        self.run_id = str(fields.get("run_id") or self.run_id or "") or None
+        if event_type.startswith("step.") and step:
+            status = event_type.split(".", 1)[1]
+            attempts = self.steps.get(step, ("", 0))[1]
+            if status in ("started", "retry"):
+                attempts += 1
+                status = "running"
+            self.steps[step] = (status, max(attempts, 1))
+        elif event_type == "run.promoted":
+            self.notes.append("canary passed: promoted")
+        elif event_type == "canary.aborted":
+            self.notes.append(
+                f"canary aborted: {fields.get('reason') or fields.get('error') or ''}"
+            )
+        elif event_type.startswith("compensation.") and step:
+            self.notes.append(f"compensation of `{step}`: {event_type.split('.', 1)[1]}")
+        self._dirty = True
+        now = self._clock()
+        if self._last_sent is None or now - self._last_sent >= self._interval:
+            self._send(now)
+
+    def flush(self) -> None:
+        if self._dirty:
+            self._send(self._clock())
+
+    def body(self) -> dict[str, Any]:
+        done = sum(1 for status, _ in self.steps.values() if status == "succeeded")
+        lines = [
+            f"Executing `{self._plan_path}`" + (f" (run `{self.run_id}`)" if self.run_id else "")
+        ]
+        if self._run_url:
+            lines.append(f"Workflow run: {self._run_url}")
+        lines += ["", "| step | status | attempts |", "|---|---|---:|"]
+        lines += [f"| `{_cell(s)}` | {st} | {n} |" for s, (st, n) in self.steps.items()]
+        lines += [f"- {_cell(n)}" for n in self.notes]
+        return {
+            "status": "in_progress",
+            "output": {
+                "title": f"{self._plan_path}: {done} step(s) done",
+                "summary": truncate("\n".join(lines), pointer=self._run_url),
+            },
+        }
+
+    def _send(self, now: float) -> None:
+        self._last_sent = now
+        self._dirty = False
+        try:
+            self._update(self.body())
+            self.updates += 1
+        except Exception as exc:  # progress is best effort; the final update carries the verdict
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+
 # --- outcome ---------------------------------------------------------------------------------
 
 
@@ -265,6 +375,8 @@ class PlanOutcome:
     refusal: str | None = None
     result: RunResult | None = None
     warnings: list[str] = field(default_factory=list)
+    #: step id -> line of the step in the plan file (for check-run annotations)
+    step_lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -374,9 +486,16 @@ def render_check(
     deleted: Sequence[str] = (),
     run_url: str | None = None,
     notes: Sequence[str] = (),
+    error: str | None = None,
 ) -> CheckOutcome:
-    """The ``plangate/execute`` check run: verdict title, per-plan Markdown summary."""
+    """The ``plangate/execute`` check run: verdict title, per-plan Markdown summary.
+
+    ``error``: the executor itself stopped (GitHub down, a crash); the check fails, whatever the
+    plans that finished said, because the ones after it never ran.
+    """
     lines: list[str] = []
+    if error:
+        lines += [f"**The executor stopped with an error:** {error}", ""]
     if run_url:
         lines += [f"Workflow run: {run_url}", ""]
     lines += list(notes)
@@ -388,10 +507,45 @@ def render_check(
         lines.append("This push changed no plan under `plans/`.")
     return CheckOutcome(
         name=CHECK_NAME,
-        conclusion=conclusion_for(outcomes),
-        title=_title(outcomes, deleted),
+        conclusion="failure" if error else conclusion_for(outcomes),
+        title=f"Execution stopped: {error}"[:255] if error else _title(outcomes, deleted),
         summary=truncate("\n".join(lines), pointer=run_url),
+        annotations=tuple(a for o in outcomes for a in annotations_for(o)),
     )
+
+
+def annotations_for(o: PlanOutcome) -> list[Annotation]:
+    """A refusal on the plan's first line; each failed step or compensation on its step."""
+    if o.refusal:
+        return [Annotation(o.path, 1, o.refusal, title="plangate/execute: refused")]
+    out: list[Annotation] = []
+    r = o.result
+    if r is None:
+        return out
+    for s in r.steps.values():
+        if s.status in ("failed", "paused", "needs_attention"):
+            level = "failure" if s.status == "failed" else "warning"
+            out.append(
+                Annotation(
+                    o.path,
+                    o.step_lines.get(s.step_id, 1),
+                    f"step '{s.step_id}' {s.status}: {s.error or r.reason}",
+                    level=level,
+                    title=f"{s.step_id}: {s.status}",
+                )
+            )
+    for c in r.compensations:
+        if c.status == "failed":
+            out.append(
+                Annotation(
+                    o.path,
+                    o.step_lines.get(c.step_id, 1),
+                    f"compensation of '{c.step_id}' failed: {c.error}; see the manual rollback "
+                    "runbook in the summary",
+                    title=f"{c.step_id}: compensation failed",
+                )
+            )
+    return out
 
 
 def render_comment(outcomes: Sequence[PlanOutcome], *, run_url: str | None = None) -> str:

@@ -15,7 +15,9 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -73,6 +75,7 @@ class FakeGitHub:
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.comments: list[tuple[int, str]] = []
         self.issues: list[dict[str, Any]] = []
+        self.pulls_status = 200
 
     @staticmethod
     def _pull(number: int, merge_sha: str, head_sha: str) -> dict[str, Any]:
@@ -110,6 +113,8 @@ class FakeGitHub:
         base = f"/repos/{REPO}"
         if method == "GET" and re.fullmatch(base + r"/commits/[0-9a-f]{40}/pulls", path):
             sha = path.split("/")[-2]
+            if self.pulls_status != 200:
+                return self.pulls_status, {"message": "Not Found"}
             return 200, [p for p in self.pulls if sha in (p["merge_commit_sha"], p["head"]["sha"])]
         m = re.fullmatch(base + r"/contents/(.+)", path)
         if method == "GET" and m:
@@ -146,13 +151,17 @@ class FakeGitHub:
             return 201, OPENAPI["issues/create"]["examples"]["201"]
         return 404, {"message": f"no route for {method} {path}"}
 
-    def conclusion(self) -> str:
+    def final(self) -> dict[str, Any]:
+        """The update that completed the check run (live progress updates come before it)."""
         (run,) = self.check_runs.values()
-        return run["updates"][0]["conclusion"]
+        (final,) = [u for u in run["updates"] if u.get("status") == "completed"]
+        return final
+
+    def conclusion(self) -> str:
+        return self.final()["conclusion"]
 
     def summary(self) -> str:
-        (run,) = self.check_runs.values()
-        return run["updates"][0]["output"]["summary"]
+        return self.final()["output"]["summary"]
 
 
 class World:
@@ -294,8 +303,11 @@ def test_approved_merge_runs_reports_and_audits(world, capsys):
     assert run["created"]["status"] == "in_progress"
     assert run["created"]["head_sha"] == world.after
     assert gh.conclusion() == "success"
-    update = run["updates"][0]
-    assert update["output"]["title"] == f"{PLAN} succeeded"
+    assert gh.final()["output"]["title"] == f"{PLAN} succeeded"
+    progress = [u for u in run["updates"] if u.get("status") == "in_progress"]
+    assert progress, "the check run shows live progress while the plan runs"
+    assert "| `greet` |" in progress[-1]["output"]["summary"]
+    assert run["updates"][-1]["status"] == "completed"
     summary = gh.summary()
     assert "| `write-marker` | succeeded | 1 |" in summary
     assert "approved by alice" in summary and "Run id" in summary
@@ -504,3 +516,65 @@ def test_audit_push_uses_token_in_memory_only(world, tmp_path, monkeypatch):
     assert TOKEN not in config and "plangate-audit-push" not in config
     encoded = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
     assert encoded not in config
+
+
+# --- GitHub trouble and canary incidents ------------------------------------------------------
+
+
+def test_github_error_mid_run_fails_the_check_run(world, capsys):
+    world.build()
+    world.attest()
+    world.gh.pulls_status = 404  # the pulls lookup fails: the executor stops
+    assert execute(world) == 3
+    assert not world.marker().exists()
+    assert world.gh.conclusion() == "failure"
+    assert world.gh.final()["output"]["title"].startswith("Execution stopped: GitHubError")
+
+
+@pytest.fixture
+def metrics_server():
+    """A local metrics endpoint for the canary probe: reports an error rate of 0.5."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"data": {"value": 0.5}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    server.shutdown()
+    server.server_close()
+
+
+def test_canary_abort_opens_an_incident_issue(world, metrics_server):
+    plan = (ROOT / PLAN).read_text()
+    plan = plan.replace(
+        "resources: [local/scratch]\n",
+        "resources: [local/scratch]\ncanary:\n  steps: [write-marker]\n  analysis: [probe]\n",
+    )
+    plan += (
+        "\n  - id: probe\n    action: probe\n    needs: [write-marker]\n    with:\n"
+        f"      http: {{url: '{metrics_server}', json_path: data.value}}\n"
+        "      samples: 1\n      interval: 0\n      thresholds: {max_value: 0.1}\n"
+    )
+    plan = plan.replace(
+        "needs: [write-marker]\n    with:\n      message",
+        "needs: [probe]\n    with:\n      message",
+    )
+    world.build(plan_text=plan)
+    world.attest()
+    assert execute(world) == 3
+    assert not world.marker().exists(), "the canary's change was compensated"
+    (issue,) = world.gh.issues
+    assert "local-hello" in issue["title"] and "incident" in issue["labels"]
+    summary = world.gh.summary()
+    assert "Canary: aborted" in summary and "Incident:" in summary
+    assert "| `write-marker` | succeeded |" in summary
