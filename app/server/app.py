@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -30,6 +31,7 @@ from app.github.auth import AppCredentials, InstallationTokens
 from app.github.client import GitHubCache, HttpRetry, RepoClient
 from app.observability import metrics
 from app.server.approval import ApprovalAttester, web_url_for
+from app.server.deployment import DeploymentGate
 from app.server.evaluate import Evaluator, NotConfiguredEvaluator, PullRequestPipeline
 from app.server.handlers import RepoClients, build_router
 from app.server.inbox import Inbox
@@ -37,7 +39,7 @@ from app.server.ingest import GroupCommitter
 from app.server.webhooks import Event, MalformedDelivery, Router, verify_signature
 from app.server.worker import Worker, WorkerPolicy
 from app.settings import Settings
-from app.signing.base import Signer
+from app.signing.base import Signer, Trust, TrustedKey
 from app.signing.local_key import LocalKeySigner, load_private_key
 
 __all__ = ["MAX_BODY_BYTES", "Deps", "create_app"]
@@ -102,6 +104,7 @@ class Deps:
         attestations; without one, ``plangate/approval`` never reaches ``success``.
         """
         _require_secret(settings)  # before anything touches the disk
+        signer = _signer(settings, signer)  # an unreadable key stops start-up
         inbox = Inbox.in_dir(settings.data_dir, durable=durable)
         if clients is None:
             clients = app_clients(
@@ -118,7 +121,21 @@ class Deps:
             details_url=details_url,
             attester=_attester(settings, signer),
         )
-        router = build_router(pipeline=pipeline, inbox=inbox, clients=clients, clock=clock)
+        router = build_router(
+            pipeline=pipeline,
+            inbox=inbox,
+            clients=clients,
+            clock=clock,
+            # only with attestations configured: without, the event is not subscribed to (the
+            # default manifest), and a pending protection rule simply never passes
+            deployments=None
+            if signer is None
+            else DeploymentGate(
+                api_url=settings.github_api_url,
+                now=lambda: datetime.fromtimestamp(clock(), UTC),
+                own_trust=own_trust(settings, signer),
+            ),
+        )
         worker = Worker(
             inbox=inbox, dispatch=router.dispatch, policy=worker_policy, clock=clock, rng=rng
         )
@@ -132,10 +149,26 @@ class Deps:
         )
 
 
-def _attester(settings: Settings, signer: Signer | None) -> ApprovalAttester | None:
-    """The approval attester, or None (fail closed: approvals are held, with the reason)."""
+def _signer(settings: Settings, signer: Signer | None) -> Signer | None:
     if signer is None and settings.signing_key_path is not None:
         signer = LocalKeySigner(load_private_key(settings.signing_key_path))
+    return signer
+
+
+def own_trust(settings: Settings, signer: Signer | None) -> Trust:
+    """The server's own signing key as trust (for the deployment protection rule)."""
+    signer = _signer(settings, signer)
+    if not isinstance(signer, LocalKeySigner):
+        return Trust()
+    pem = signer._key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return Trust(keys=(TrustedKey(public_key_pem=pem.decode(), name="plangate-app"),))
+
+
+def _attester(settings: Settings, signer: Signer | None) -> ApprovalAttester | None:
+    """The approval attester, or None (fail closed: approvals are held, with the reason)."""
+    signer = _signer(settings, signer)
     if signer is None:
         log.warning(
             "PLANGATE_SIGNING_KEY_PATH is not set: approval attestations are not configured, "

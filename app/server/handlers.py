@@ -10,6 +10,8 @@ Handlers get their dependencies when the router is built (``build_router``), so 
 - ``check_run``: rerequested, requested_action
 - ``installation``/``installation_repositories``: recorded
 - ``push`` to the default branch touching ``policies/``: re-evaluate open pull requests
+- ``deployment_protection_rule``: requested (approve or reject the environment, see
+  ``app.server.deployment``)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from app.github.client import PullRequestInfo, RepoClient, pull_info
+from app.server.deployment import DeploymentGate
 from app.server.evaluate import POLICIES_DIR, PullRequestPipeline
 from app.server.inbox import Inbox
 from app.server.webhooks import Event, Router
@@ -47,6 +50,7 @@ def build_router(
     inbox: Inbox,
     clients: RepoClients,
     clock: Callable[[], float],
+    deployments: DeploymentGate | None = None,
 ) -> Router:
     router = Router()
 
@@ -126,6 +130,13 @@ def build_router(
         client = client_for(event)
         for pr in client.open_pulls(default):
             _reevaluate(client, pr, event.delivery_id)
+
+    if deployments is not None:
+
+        @router.register("deployment_protection_rule", "requested")
+        def on_deployment_protection_rule(event: Event) -> None:
+            # approve the environment only when the merged PR's attestation verifies
+            deployments.handle(client_for(event), event.payload)
 
     def _reevaluate(client: RepoClient, pr: PullRequestInfo, delivery_id: str) -> None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,10 @@ class GitDataGitHub(FakeGitHub):
         self.git_trees: dict[str, dict[str, bytes]] = {}
         self.git_commits: dict[str, dict[str, Any]] = {}
         self.on_ref_write: list[RefHook] = []
+        #: merge commit SHA -> the merged pull request (``GET commits/{sha}/pulls``)
+        self.merged: dict[str, dict[str, Any]] = {}
+        #: bodies of deployment protection rule reviews, with the run id
+        self.deployment_reviews: list[tuple[int, dict[str, Any]]] = []
 
     # -- helpers for tests ---------------------------------------------------------------------
 
@@ -70,6 +75,15 @@ class GitDataGitHub(FakeGitHub):
         headers: dict[str, str],
         data: Any,
     ) -> tuple[int, dict[str, str], Any]:
+        m = re.fullmatch(r"/commits/([0-9a-f]{40})/pulls", sub)
+        if m and method == "GET":
+            pr = self.merged.get(m.group(1))
+            return 200, {}, [pr] if pr else []
+        m = re.fullmatch(r"/actions/runs/(\d+)/deployment_protection_rule", sub)
+        if m and method == "POST":
+            self._validate("actions/review-custom-gates-for-run", data)
+            self.deployment_reviews.append((int(m.group(1)), data))
+            return 204, {}, None
         if sub == "/git/blobs" and method == "POST":
             self._validate("git/create-blob", data)
             raw = data["content"]
