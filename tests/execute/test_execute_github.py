@@ -578,3 +578,51 @@ def test_canary_abort_opens_an_incident_issue(world, metrics_server):
     summary = world.gh.summary()
     assert "Canary: aborted" in summary and "Incident:" in summary
     assert "| `write-marker` | succeeded |" in summary
+
+
+# --- inputs from the Actions environment ------------------------------------------------------
+
+
+def test_push_event_payload_gives_the_commit_range(world, tmp_path, monkeypatch, capsys):
+    """GITHUB_EVENT_PATH as Actions writes it (GitHub's push payload, our recorded fixture)."""
+    world.build()
+    world.attest()
+    event = json.loads(
+        (ROOT / "tests/fixtures/github/webhooks/push.default_branch.json").read_text()
+    )
+    event.update(before=world.base, after=world.after)
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(path))
+    monkeypatch.setenv("GITHUB_RUN_ID", "4242")
+    monkeypatch.setenv("PLANGATE_DATA_DIR", str(tmp_path / "data"))
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        world.gh.install(rsps)
+        assert main(["execute", "--no-push-audit", "--format", "json"]) == 0
+    assert world.gh.schema_errors == []
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["plans"][0]["status"] == "succeeded" and doc["plans"][0]["pull_request"] == PR
+    run_url = f"https://github.com/{REPO}/actions/runs/4242"
+    assert world.gh.final()["details_url"] == run_url
+    assert run_url in world.gh.comments[0][1]
+
+
+def test_missing_repository_or_range_is_invalid_input(world, monkeypatch, capsys):
+    world.build()
+    monkeypatch.delenv("GITHUB_REPOSITORY")
+    assert main(["execute", "--before", world.base, "--after", world.after]) == 2
+    assert "GITHUB_REPOSITORY" in capsys.readouterr().err
+    assert main(["execute", "--repo", REPO]) == 2
+    assert "no commit range" in capsys.readouterr().err
+
+
+def test_token_never_in_output_or_anything_sent_to_github(world, capsys):
+    world.build()
+    world.attest()
+    assert execute(world) == 0
+    out = capsys.readouterr()
+    assert TOKEN not in out.out and TOKEN not in out.err
+    sent = json.dumps([body for _, _, body in world.gh.requests])
+    assert TOKEN not in sent
+    events = (world.root.parent / "data" / "events.jsonl").read_text()
+    assert TOKEN not in events
