@@ -13,6 +13,7 @@ import json
 import uuid
 from pathlib import Path
 
+import hypothesis
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -454,3 +455,73 @@ def test_webhook_replayed_delivery_processed_once(settings, fake):
         "plangate/cost",
         "plangate/approval",
     }
+
+
+#: JSON of any shape, with GitHub-looking keys in it so parsing gets past the first lookups
+SIGNED_PAYLOADS = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(
+            ["action", "installation", "id", "repository", "full_name", "pull_request",
+             "number", "head", "base", "sha", "ref", "user", "login", "review", "commit_id",
+             "commits", "modified", "state", "x"]
+        ),
+        inner,
+        max_size=5,
+    ),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@FUZZ
+@given(
+    payload=SIGNED_PAYLOADS,
+    event=st.sampled_from(
+        ["pull_request", "pull_request_review", "push", "check_suite", "check_run",
+         "installation", "installation_repositories", "ping", "issues"]
+    ),
+)  # fmt: skip
+def test_correctly_signed_hostile_payloads_never_crash_the_server(settings, fake, payload, event):
+    """Signed (so GitHub sent it) but of any shape: a 2xx or 400, never a 5xx; the worker
+    finishes every stored delivery (done, retried or dead-lettered) without raising."""
+    client, deps = _client(settings)
+    r = post(client, event, json.dumps(payload).encode())
+    assert r.status_code in (200, 202, 400), (r.status_code, r.text)
+    hypothesis.event(f"{r.status_code} {r.json().get('status', '') if r.status_code < 300 else ''}")
+    deps.worker.drain()
+    assert not deps.inbox.counts().get("processing"), deps.inbox.counts()
+    hypothesis.event("stored: " + ",".join(sorted(deps.inbox.counts())))
+    for d in deps.inbox.list(status="dead"):
+        hypothesis.event("dead: " + (d.last_error or "")[:150])
+
+
+@FUZZ
+@given(
+    fixture=st.sampled_from(
+        ["pull_request.opened", "pull_request.synchronize", "pull_request_review.submitted"]
+    ),
+    top=st.dictionaries(
+        st.sampled_from(["action", "number", "repository"]), SIGNED_PAYLOADS, max_size=2
+    ),
+    pull=st.dictionaries(
+        st.sampled_from(["number", "head", "base", "user", "state", "merged", "draft"]),
+        SIGNED_PAYLOADS,
+        max_size=3,
+    ),
+)
+def test_signed_real_deliveries_with_hostile_fields_never_crash(settings, fake, fixture, top, pull):
+    """A real installed-repository delivery with some fields replaced by anything."""
+    client, deps = _client(settings)
+    payload = webhook_fixture(fixture)
+    payload.update(top)
+    if isinstance(payload.get("pull_request"), dict):
+        payload["pull_request"].update(pull)
+    r = post(client, fixture.split(".")[0], json.dumps(payload).encode())
+    assert r.status_code in (200, 202, 400), (r.status_code, r.text)
+    hypothesis.event(f"{r.status_code} {r.json().get('status', '') if r.status_code < 300 else ''}")
+    deps.worker.drain()
+    assert not deps.inbox.counts().get("processing"), deps.inbox.counts()
+    hypothesis.event("stored: " + ",".join(sorted(deps.inbox.counts())))
+    for d in deps.inbox.list(status="dead"):
+        hypothesis.event("dead: " + (d.last_error or "")[:150])
