@@ -340,3 +340,56 @@ def test_server_secrets_never_in_check_runs_logs_or_inbox(settings, fake, privat
         _scan(f"HTTP answer {r.request.url.path}", r.text, needles)
     _scan_logs(caplog.records, needles)
     assert _scan_tree(settings.data_dir, needles) >= 1, "the inbox database was scanned"
+
+
+# -- scenario 3: plangate execute (the Actions executor) -------------------------------------------
+
+
+def _execute_world_module():
+    """tests/execute/test_execute_github.py's World and fake GitHub, loaded by path."""
+    import importlib.util
+    import sys
+
+    name = "execute_github_world"
+    if name not in sys.modules:
+        path = ROOT / "tests" / "execute" / "test_execute_github.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_xg = _execute_world_module()
+world_gh = pytest.fixture(_xg.world.__wrapped__, name="world_gh")
+
+
+def test_secrets_never_leak_from_plangate_execute(world_gh, monkeypatch, capsys, caplog):
+    """GITHUB_TOKEN and a step secret, printed by a failing step: not in check runs, PR
+    comments, output, logs, the audit ref or the data dir."""
+    caplog.set_level(logging.DEBUG)
+    step_secret = _token()
+    monkeypatch.setenv("DEPLOY_TOKEN", step_secret)
+    plan = (
+        (ROOT / "plans" / "local-hello.yaml")
+        .read_text()
+        .replace(
+            "run: [echo, hello from plangate]",
+            'run: [sh, -c, \'echo "$T"; echo "token $T" >&2; exit 3\']\n'
+            "      secret_env: {T: DEPLOY_TOKEN}\n    retry: {max_attempts: 1}",
+        )
+    )
+    world_gh.build(plan_text=plan)
+    world_gh.attest()
+    assert _xg.execute(world_gh) == 3
+    gh = world_gh.gh
+    assert gh.conclusion() == "failure"
+    assert "***" in gh.summary(), "the failure is shown, redacted"
+    needles = _needles(step_secret, _xg.TOKEN)
+    _scan("stdout/stderr", "".join(capsys.readouterr()), needles)
+    _scan("check runs", json.dumps(gh.check_runs), needles)
+    _scan("PR comments", json.dumps(gh.comments), needles)
+    _scan_logs(caplog.records, needles)
+    assert _scan_git(world_gh.root, needles) > 0
+    assert _scan_tree(world_gh.root.parent / "data", needles) >= 1
