@@ -97,6 +97,8 @@ class ActionsContext:
     server_url: str
     run_url: str | None
     workflow: str = "plangate-execute"
+    #: GitHub's immutable repository id from the push event (binds attestations across renames)
+    repo_id: int | None = None
 
 
 def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> ActionsContext:
@@ -105,7 +107,7 @@ def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> Ac
     settings = Settings.from_env(environ)
     event: dict[str, Any] = {}
     event_path = environ.get("GITHUB_EVENT_PATH")
-    if event_path and not (args.before and args.after):
+    if event_path:
         try:
             event = json.loads(Path(event_path).read_text())
         except (OSError, ValueError) as exc:
@@ -133,7 +135,17 @@ def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> Ac
         server_url=server,
         run_url=f"{server}/{repo}/actions/runs/{run_id}" if run_id else None,
         workflow=environ.get("GITHUB_WORKFLOW_REF") or "plangate-execute",
+        repo_id=_repo_id(event, repo),
     )
+
+
+def _repo_id(event: Mapping[str, Any], repo: str) -> int | None:
+    """The event's ``repository.id``, only if the event is about ``repo``."""
+    info = event.get("repository")
+    if not isinstance(info, Mapping) or str(info.get("full_name", "")).lower() != repo.lower():
+        return None
+    value = info.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # --- adapters ---------------------------------------------------------------------------------
@@ -208,6 +220,25 @@ def git_diff(repo_path: Path, before: str, after: str) -> list[tuple[str, str]]:
     return out
 
 
+def _require_checkout_at(repo_path: Path, after: str) -> None:
+    """Policy and audit come from the checkout, so it must be the merge commit (fail closed)."""
+    import git
+
+    try:
+        head = git.Repo(repo_path, search_parent_directories=True).head.commit.hexsha
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
+        raise InputError(
+            f"{repo_path}: not a git checkout",
+            hint="run plangate execute at the root of the checked-out repository",
+        ) from exc
+    if head != after:
+        raise InputError(
+            f"the checkout is at {head[:12]}, not at the pushed commit {after[:12]}: the policy "
+            "would not be the one in force at the merge",
+            hint="check out the pushed commit (actions/checkout does by default)",
+        )
+
+
 def git_file(repo_path: Path, commit: str, path: str) -> bytes:
     import git
 
@@ -261,6 +292,7 @@ def execute(
 
     ctx = _actions_context(args, environ)
     checkout = Path.cwd()
+    _require_checkout_at(checkout, ctx.after)
     diff = gm.changed_plans(git_diff(checkout, ctx.before, ctx.after))
     if not diff.changed:
         what = f"; deleted (not run): {', '.join(diff.deleted)}" if diff.deleted else ""
@@ -355,6 +387,7 @@ def _one_plan(  # type: ignore[no-untyped-def]
                 source=source,
                 trust=trust,
                 repo=ctx.repo,
+                repo_id=ctx.repo_id,
                 pr=pr,
                 policy=policy,
                 now=now(),

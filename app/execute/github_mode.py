@@ -207,6 +207,7 @@ def verify_plan(
     pr: MergedPull,
     policy: PolicySet,
     now: datetime,
+    repo_id: int | None = None,
 ) -> VerifiedApproval:
     """Verify ``document`` for this plan, PR, head and policy (raises ``AttestationError``)."""
     if trust.empty:
@@ -224,6 +225,7 @@ def verify_plan(
         repo,
         pr.number,
         now,
+        expected_repo_id=repo_id,
         expected_head_sha=pr.head_sha,
         expected_policy_digest=policy.digest,
         policy_accepts=policy_accepts(plan, plan_path, policy, pr.author, now),

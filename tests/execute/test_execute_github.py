@@ -219,12 +219,13 @@ class World:
         store_pr: int = PR,
         store_head: str | None = None,
         signer: LocalKeySigner | None = None,
+        repo_id: int | None = None,
     ) -> None:
         head = head or self.head
         now = datetime.now(UTC) - timedelta(minutes=1)
         statement = build_statement(
             plans=[(PLAN, digest or self.plan_digest(), None)],
-            repository=RepositoryRef(name=REPO),
+            repository=RepositoryRef(name=REPO, id=repo_id),
             approvers=[
                 Approver(
                     login=a,
@@ -626,3 +627,38 @@ def test_token_never_in_output_or_anything_sent_to_github(world, capsys):
     assert TOKEN not in sent
     events = (world.root.parent / "data" / "events.jsonl").read_text()
     assert TOKEN not in events
+
+
+def _event(world: World, tmp_path: Path, monkeypatch, repo_id: int) -> None:
+    event = json.loads(
+        (ROOT / "tests/fixtures/github/webhooks/push.default_branch.json").read_text()
+    )
+    event.update(before=world.base, after=world.after)
+    event["repository"].update(id=repo_id, full_name=REPO)
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(path))
+
+
+def test_attestation_from_a_recreated_repository_refused(world, tmp_path, monkeypatch):
+    """Same owner/name, different repository id (deleted and re-created): not the same repo."""
+    world.build()
+    world.attest(repo_id=1111)
+    _event(world, tmp_path, monkeypatch, repo_id=2222)
+    assert "approval was given in repository" in _refused(world, "repository")
+
+
+def test_attestation_with_matching_repository_id_runs(world, tmp_path, monkeypatch):
+    world.build()
+    world.attest(repo_id=1111)
+    _event(world, tmp_path, monkeypatch, repo_id=1111)
+    assert execute(world) == 0
+
+
+def test_checkout_not_at_the_pushed_commit_is_invalid_input(world, capsys):
+    world.build()
+    world.attest()
+    _git(world.root, "checkout", "-q", world.base)
+    assert execute(world) == 2
+    assert "not at the pushed commit" in capsys.readouterr().err
+    assert world.gh.requests == []
