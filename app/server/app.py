@@ -175,7 +175,9 @@ def _attester(settings: Settings, signer: Signer | None) -> ApprovalAttester | N
             "so plangate/approval never passes"
         )
         return None
-    return ApprovalAttester(signer, web_url=web_url_for(settings.github_api_url))
+    return ApprovalAttester(
+        signer, web_url=web_url_for(settings.github_api_url), trust=own_trust(settings, signer)
+    )
 
 
 def app_clients(

@@ -41,11 +41,13 @@ from app.approvals.attest import (
 )
 from app.approvals.gate import GateResult, short_sha, to_attestation_approvers
 from app.approvals.render import check_run_output
+from app.approvals.verify import parse_statement
 from app.errors import GitHubError, PlangateError, RateLimited
 from app.github.attestations import AttestationStore, StoredAttestation
 from app.github.checks import CheckOutcome
 from app.github.client import ChangedFile, PullRequestInfo, RepoClient
-from app.signing.base import Signer
+from app.signing import verify_signed_document
+from app.signing.base import Signer, Trust
 
 if TYPE_CHECKING:
     from app.server.evaluate import EvaluationRequest
@@ -148,10 +150,14 @@ class ApprovalAttester:
         web_url: str = "https://github.com",
         ttl: timedelta = DEFAULT_TTL,
         store_for: Callable[[RepoClient], AttestationStore] = AttestationStore,
+        trust: Trust | None = None,
     ) -> None:
         if ttl <= timedelta(0):
             raise ValueError("attestation ttl must be positive")
         self.signer = signer
+        #: the signer's own public half: an attestation already stored for this head that
+        #: verifies with it and says the same is reused instead of re-signed (no branch churn)
+        self.trust = trust
         self.web_url = web_url.rstrip("/")
         self.ttl = ttl
         self.store_for = store_for
@@ -201,8 +207,12 @@ class ApprovalAttester:
             detail = exc.diagnostics() if isinstance(exc, PlangateError) else str(exc)
             log.warning("cannot attest %s#%s: %s", client.full_name, pull.number, detail)
             return _held(gate, "Approved, but the attestation could not be signed", detail)
+        store = self.store_for(client)
+        reused = self._reusable(store, path, statement)
+        if reused is not None:
+            return self._success(gate, *reused)
         try:
-            stored = self.store_for(client).store(
+            stored = store.store(
                 path,
                 document,
                 message=f"Approval attestation for #{pull.number} at {pull.head_sha}",
@@ -222,6 +232,31 @@ class ApprovalAttester:
                 "attestation branch must let the App push (see docs/github-app.md).",
             )
         return self._success(gate, statement, stored)
+
+    def _reusable(
+        self, store: AttestationStore, path: str, statement: ApprovalStatement
+    ) -> tuple[ApprovalStatement, StoredAttestation] | None:
+        """The stored attestation of this head, if it is ours and records the same approval.
+
+        Same = identical except evaluation time and expiry, with at least half of the ttl
+        left. Anything else (another approver, another policy, unreadable, not ours) is
+        replaced by a fresh one.
+        """
+        if self.trust is None or self.trust.empty:
+            return None
+        tip = store.head()
+        document = store.read(path, at=tip) if tip else None
+        if tip is None or document is None:
+            return None
+        try:
+            signed = verify_signed_document(document, self.trust, source=path)
+            old = parse_statement(signed.payload_type, signed.payload, source=path)
+        except PlangateError:
+            return None
+        now = statement.predicate.evaluated_at
+        if old.predicate.expires_at - now < self.ttl / 2 or _essence(old) != _essence(statement):
+            return None
+        return old, StoredAttestation(store.branch, path, tip, created=False)
 
     def statement(
         self,
@@ -259,6 +294,14 @@ class ApprovalAttester:
             f"{pred.expires_at:%Y-%m-%dT%H:%M:%SZ}."
         )
         return CheckOutcome(NAME, out.conclusion, out.title, f"{note}\n\n{out.summary}", out.text)
+
+
+def _essence(statement: ApprovalStatement) -> dict[str, object]:
+    data = statement.to_json_dict()
+    predicate = dict(data["predicate"])  # type: ignore[call-overload]
+    predicate.pop("evaluatedAt", None)
+    predicate.pop("expiresAt", None)
+    return {**data, "predicate": predicate}
 
 
 def combine_risk(risks: Sequence[Risk | None]) -> Risk | None:

@@ -272,14 +272,54 @@ def test_unreadable_signing_key_is_a_startup_error(tmp_path, settings):
         make_deps(configured, evaluator=PolicyEngineEvaluator())
 
 
-def test_redelivery_of_same_head_keeps_one_attestation_path(settings, gh, key):
+def test_redelivery_of_same_head_reuses_the_stored_attestation(settings, gh, key):
     _approve(gh)
     signer = LocalKeySigner(key)
     _deliver(settings, _review_event(), signer=signer)
-    _deliver(settings, _review_event(), signer=signer)
-    files = gh.files_on(gh.repo(REPO), ATTESTATION_BRANCH)
-    assert list(files) == [storage_path(2, HEAD, "dsse")]
+    repo = gh.repo(REPO)
+    first = gh.history(repo, ATTESTATION_BRANCH)
+    writes = len([c for c in gh.calls if "/git/" in c.path and c.method != "GET"])
+    _deliver(settings, _review_event(), signer=signer)  # e.g. a re-run of the check
+    assert gh.history(repo, ATTESTATION_BRANCH) == first  # not re-signed, nothing written
+    assert len([c for c in gh.calls if "/git/" in c.path and c.method != "GET"]) == writes
+    assert list(gh.files_on(repo, ATTESTATION_BRANCH)) == [storage_path(2, HEAD, "dsse")]
     assert gh.runs_for(HEAD)[APPROVAL]["conclusion"] == "success"
+
+
+def test_changed_approval_replaces_the_attestation(settings, gh, key):
+    _approve(gh)
+    signer = LocalKeySigner(key)
+    _deliver(settings, _review_event(), signer=signer)
+    repo = gh.repo(REPO)
+    first = gh.history(repo, ATTESTATION_BRANCH)
+    _approve(gh, review_id=12)  # bob approves again: the counted review is now 12
+    _deliver(settings, _review_event(), signer=signer)
+    history = gh.history(repo, ATTESTATION_BRANCH)
+    assert len(history) == 2 and history[1:] == first
+    document = _stored(gh)
+    assert document is not None
+    statement = json.loads(base64.b64decode(json.loads(document)["payload"]))
+    assert statement["predicate"]["headSha"] == HEAD
+    assert [a["reviewId"] for a in statement["predicate"]["approvers"]] == [12]
+
+
+def test_attestation_signed_by_another_key_is_not_reused(settings, gh, key):
+    _approve(gh)
+    _deliver(settings, _review_event(), signer=LocalKeySigner(generate_private_key()))
+    repo = gh.repo(REPO)
+    first = gh.history(repo, ATTESTATION_BRANCH)
+    _deliver(settings, _review_event(), signer=LocalKeySigner(key))  # the key was rotated
+    assert len(gh.history(repo, ATTESTATION_BRANCH)) == len(first) + 1
+    plan = load_plan_bytes("plans/hello.yaml", PLAN)
+    verify_for_execution(
+        "plans/hello.yaml",
+        plan.digest,
+        _stored(gh),
+        _trust(key),
+        REPO,
+        2,
+        datetime.now(UTC),
+    )
 
 
 def test_unsatisfied_gate_writes_nothing(settings, gh, key):
