@@ -327,3 +327,87 @@ def test_unsatisfied_gate_writes_nothing(settings, gh, key):
     _deliver(settings, _review_event(), signer=LocalKeySigner(key))
     assert gh.runs_for(HEAD)[APPROVAL]["conclusion"] == "action_required"
     assert not [c for c in gh.calls if "/git/" in c.path and c.method != "GET"]
+
+
+def _gate(**kw):
+    from app.approvals.gate import GateResult
+
+    values = {
+        "status": "satisfied",
+        "reason": "ok",
+        "evaluated_at": datetime(2026, 11, 25, 2, tzinfo=UTC),
+        "author": "alice",
+        "head_sha": HEAD,
+        "base_ref": "refs/heads/master",
+        "base_sha": BASE,
+    }
+    values.update(kw)
+    return GateResult(**values)
+
+
+class _NoClient:
+    full_name = REPO
+
+    def pull(self, number):  # pragma: no cover - must not be reached
+        raise AssertionError("a gate result for another head/base must not be attested")
+
+
+@pytest.mark.parametrize(
+    ("head", "base_ref"), [(NEW_HEAD, "master"), (HEAD, "release"), (NEW_HEAD, "release")]
+)
+def test_gate_result_for_another_head_or_base_is_held(key, head, base_ref):
+    from app.github.checks import CheckOutcome
+    from app.github.client import PullRequestInfo
+    from app.server.approval import ApprovalAttester, ApprovalFacts
+
+    attester = ApprovalAttester(LocalKeySigner(key))
+    pull = PullRequestInfo(2, "alice", head, BASE, base_ref)
+    pending = CheckOutcome(APPROVAL, "action_required", "t", "s")
+    out = attester.finalize(
+        _NoClient(),  # type: ignore[arg-type]
+        pull,
+        None,  # type: ignore[arg-type]
+        ApprovalFacts(gate=_gate(), policy_digest="sha256:" + "0" * 64),
+        approval=pending,
+        files=[],
+    )
+    assert out.conclusion == "action_required"
+    assert "another head or base" in out.title
+
+
+def test_unsatisfied_gate_passes_the_outcome_through(key):
+    from app.github.checks import CheckOutcome
+    from app.github.client import PullRequestInfo
+    from app.server.approval import ApprovalAttester, ApprovalFacts, AttestationsNotConfigured
+
+    pending = CheckOutcome(APPROVAL, "action_required", "Waiting for 1 approval", "s")
+    facts = ApprovalFacts(gate=_gate(status="pending"), policy_digest="sha256:" + "0" * 64)
+    pull = PullRequestInfo(2, "alice", HEAD, BASE, "master")
+    for attester in (ApprovalAttester(LocalKeySigner(key)), AttestationsNotConfigured()):
+        out = attester.finalize(
+            _NoClient(),  # type: ignore[arg-type]
+            pull,
+            None,  # type: ignore[arg-type]
+            facts,
+            approval=pending,
+            files=[],
+        )
+        assert out is pending
+
+
+def test_web_url_and_combined_facts():
+    from decimal import Decimal
+
+    from app.approvals.attest import Risk
+    from app.server.approval import combine_cost, combine_risk, web_url_for
+
+    assert web_url_for("https://api.github.com") == "https://github.com"
+    assert web_url_for("https://ghes.example.com/api/v3/") == "https://ghes.example.com"
+    assert combine_risk([None, Risk(score=3, level="low"), Risk(score=40, level="high")]) == Risk(
+        score=40, level="high"
+    )
+    assert combine_risk([None]) is None
+    cost = combine_cost([(Decimal("1.5"), "USD"), (Decimal("2"), "USD")])
+    assert cost is not None and cost.total == Decimal("3.5") and cost.currency == "USD"
+    assert combine_cost([(Decimal(1), "USD"), (Decimal(1), "EUR")]) is None
+    assert combine_cost([]) is None
