@@ -29,6 +29,7 @@ import base64
 import json
 import os
 import random
+import signal
 import sys
 import time
 import uuid
@@ -337,7 +338,13 @@ def execute(
         raise
     finally:
         if check_id is not None:
-            _finish_check(github, check_id, ctx, outcomes, diff.deleted, notes, error)
+            try:
+                _finish_check(github, check_id, ctx, outcomes, diff.deleted, notes, error)
+            except PlangateError as exc:  # never mask the run's own outcome or error
+                print(
+                    f"plangate: cannot complete the {gm.CHECK_NAME} check run: {exc}",
+                    file=sys.stderr,
+                )
     if not args.dry_run:
         _comment(github, ctx, outcomes)
     _print(args, outcomes, diff.deleted, notes)
@@ -369,6 +376,7 @@ def _one_plan(  # type: ignore[no-untyped-def]
         )
     except PlangateError as exc:
         outcome.refusal = f"invalid plan: {exc}"
+        outcome.invalid = True
         return outcome
     outcome.step_lines = {
         step.id: loaded.line_of("steps", i) or 1 for i, step in enumerate(loaded.plan.steps)
@@ -471,7 +479,22 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # ty
             secrets=_secrets(loaded.plan),
             work_dir=Path.cwd(),
         )
-        return asyncio.run(runner.run(loaded))
+
+        async def run_until_signalled() -> Any:
+            # a cancelled workflow sends SIGTERM: cancel like Ctrl-C (locks released, events
+            # flushed); the check run then completes as failure instead of hanging in progress
+            task = asyncio.current_task()
+            assert task is not None
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+            return await runner.run(loaded)
+
+        try:
+            return asyncio.run(run_until_signalled())
+        except asyncio.CancelledError as exc:
+            raise PlangateError(
+                f"{loaded.path}: run stopped by SIGTERM; locks were released",
+                hint="re-run the workflow to resume; completed steps are not repeated",
+            ) from exc
     finally:
         store.commit()
         store.close()

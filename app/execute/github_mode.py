@@ -79,6 +79,7 @@ EXIT = {
     "succeeded": 0,
     "dry_run": 0,
     "refused": 1,
+    "invalid": 2,
     "compensated": 3,
     "aborted": 3,
     "compensation_failed": 3,
@@ -379,11 +380,15 @@ class PlanOutcome:
     warnings: list[str] = field(default_factory=list)
     #: step id -> line of the step in the plan file (for check-run annotations)
     step_lines: dict[str, int] = field(default_factory=dict)
+    #: the plan in the merge commit does not load (a refusal with exit 2, not 1)
+    invalid: bool = False
 
     @property
     def status(self) -> str:
         if self.result is not None:
             return self.result.status
+        if self.invalid:
+            return "invalid"
         return "refused" if self.refusal else "dry_run"
 
     @property
@@ -413,6 +418,7 @@ _VERB = {
     "succeeded": "succeeded",
     "dry_run": "would run (dry run)",
     "refused": "was refused",
+    "invalid": "is not a valid plan",
     "compensated": "failed and was rolled back",
     "aborted": "was aborted and rolled back",
     "compensation_failed": "failed and its rollback failed: manual rollback needed",

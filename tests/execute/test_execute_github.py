@@ -662,3 +662,12 @@ def test_checkout_not_at_the_pushed_commit_is_invalid_input(world, capsys):
     assert execute(world) == 2
     assert "not at the pushed commit" in capsys.readouterr().err
     assert world.gh.requests == []
+
+
+def test_invalid_plan_in_merge_commit_is_exit_two_and_fails_the_check(world):
+    world.build(plan_text="apiVersion: plangate.dev/v1\nkind: Plan\nid: broken\n")
+    assert execute(world) == 2
+    assert world.gh.conclusion() == "failure"
+    final = world.gh.final()
+    assert final["output"]["title"] == f"{PLAN} is not a valid plan"
+    assert final["output"]["annotations"][0]["path"] == PLAN
