@@ -52,13 +52,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.observability.logs import configure_logging
     from app.server.app import Deps, create_app
     from app.server.engine import PolicyEngineEvaluator
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = Settings.from_env()
+    # JSON lines with correlation ids; the App's key, the webhook secret and tokens redacted
+    configure_logging(
+        level=args.log_level.upper(),
+        secrets=[
+            s.get_secret_value()
+            for s in (
+                settings.github_private_key,
+                settings.github_webhook_secret,
+                settings.github_token,
+            )
+            if s is not None
+        ],
+    )
     deps = Deps.from_settings(
         settings,
         evaluator=PolicyEngineEvaluator(),
@@ -75,7 +86,14 @@ def run_serve(args: argparse.Namespace) -> int:
         settings.github_api_url,
         settings.data_dir,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        log_config=None,  # keep our redacting JSON handler on the root logger
+    )
     return 0
 
 
