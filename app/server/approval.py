@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import quote
 
 from app.approvals.attest import (
     INTOTO_PAYLOAD_TYPE,
@@ -45,7 +46,7 @@ from app.approvals.verify import parse_statement
 from app.errors import GitHubError, PlangateError, RateLimited
 from app.github.attestations import AttestationStore, StoredAttestation
 from app.github.checks import CheckOutcome
-from app.github.client import ChangedFile, PullRequestInfo, RepoClient
+from app.github.client import ChangedFile, PullRequestInfo, RepoClient, pull_info
 from app.signing import verify_signed_document
 from app.signing.base import Signer, Trust
 
@@ -186,7 +187,7 @@ class ApprovalAttester:
                 "attested. The pull request is evaluated again.",
             )
         # a push may have landed while we evaluated: attest only the head we judged
-        latest = client.pull(pull.number)
+        latest, repo_id = _latest_pull(client, pull.number)
         if latest.head_sha != pull.head_sha or latest.base_ref != pull.base_ref:
             return _held(
                 gate,
@@ -198,7 +199,9 @@ class ApprovalAttester:
         if latest.state != "open":
             return _held(gate, "Pull request is not open", "Closed pull requests are not attested.")
         try:
-            statement = self.statement(client.full_name, pull, request, facts, files)
+            statement = self.statement(
+                client.full_name, pull, request, facts, files, repo_id=repo_id
+            )
             document = self.signer.sign(INTOTO_PAYLOAD_TYPE, statement.payload())
             path = storage_path(pull.number, pull.head_sha, self.signer.kind)
         except GitHubError:
@@ -265,11 +268,13 @@ class ApprovalAttester:
         request: EvaluationRequest,
         facts: ApprovalFacts,
         files: Sequence[ChangedFile],
+        *,
+        repo_id: int | None = None,
     ) -> ApprovalStatement:
         blobs: Mapping[str, str | None] = {f.path: f.blob_sha for f in files}
         return build_statement(
             plans=[(p.path, p.digest, blobs.get(p.path)) for p in request.plans],
-            repository=RepositoryRef(name=repo, url=f"{self.web_url}/{repo}"),
+            repository=RepositoryRef(name=repo, id=repo_id, url=f"{self.web_url}/{repo}"),
             approvers=to_attestation_approvers(facts.gate),
             policy_digest=facts.policy_digest,
             evaluated_at=facts.gate.evaluated_at,
@@ -294,6 +299,16 @@ class ApprovalAttester:
             f"{pred.expires_at:%Y-%m-%dT%H:%M:%SZ}."
         )
         return CheckOutcome(NAME, out.conclusion, out.title, f"{note}\n\n{out.summary}", out.text)
+
+
+def _latest_pull(client: RepoClient, number: int) -> tuple[PullRequestInfo, int | None]:
+    """The pull request as it is now, plus the repository's immutable id (binds the
+    attestation to the repository across renames; the executor checks it)."""
+    owner, _, name = client.full_name.partition("/")
+    data = client.transport.request("GET", f"/repos/{quote(owner)}/{quote(name)}/pulls/{number}")
+    repo = ((data.data or {}).get("base") or {}).get("repo") or {}
+    repo_id = repo.get("id")
+    return pull_info(data.data), repo_id if type(repo_id) is int and repo_id > 0 else None
 
 
 def _essence(statement: ApprovalStatement) -> dict[str, object]:

@@ -30,6 +30,8 @@ class GitDataGitHub(FakeGitHub):
         self.merged: dict[str, dict[str, Any]] = {}
         #: bodies of deployment protection rule reviews, with the run id
         self.deployment_reviews: list[tuple[int, dict[str, Any]]] = []
+        #: ``owner/name`` -> GitHub's repository id, served as ``base.repo.id`` of pulls
+        self.repo_ids: dict[str, int] = {}
 
     # -- helpers for tests ---------------------------------------------------------------------
 
@@ -137,7 +139,15 @@ class GitDataGitHub(FakeGitHub):
                 return 422, {}, {"message": "Update is not a fast forward"}
             repo.branches[branch] = data["sha"]
             return 200, {}, {"ref": f"refs/heads/{branch}", "object": {"sha": data["sha"]}}
-        return super()._repo_route(repo, method, sub, query, headers, data)
+        status, out_headers, payload = super()._repo_route(repo, method, sub, query, headers, data)
+        if (
+            method == "GET"
+            and re.fullmatch(r"/pulls/\d+", sub)
+            and status == 200
+            and repo.full_name in self.repo_ids
+        ):
+            payload["base"]["repo"] = {"id": self.repo_ids[repo.full_name]}
+        return status, out_headers, payload
 
     def _ancestors(self, sha: str) -> set[str]:
         seen: set[str] = set()

@@ -97,6 +97,7 @@ def _stored(gh, head=HEAD) -> bytes | None:
 
 def test_approval_success_only_after_attestation_stored(settings, gh, key):
     _approve(gh)
+    gh.repo_ids[REPO] = 1296269
     order: list[str] = []
     # record the order of the writes that matter: the branch update, then the check run
     original = gh._repo_route
@@ -128,8 +129,10 @@ def test_approval_success_only_after_attestation_stored(settings, gh, key):
         2,
         datetime(2026, 11, 26, tzinfo=UTC),
         expected_head_sha=HEAD,
+        expected_repo_id=1296269,
     )
     pred = verified.statement.predicate
+    assert pred.repository.id == 1296269
     assert verified.approvers == ("bob",)
     assert pred.base is not None and pred.base.sha == BASE and pred.base.ref == "refs/heads/master"
     assert pred.pull_request is not None and pred.pull_request.url.endswith(f"{REPO}/pull/2")
@@ -149,6 +152,19 @@ def test_approval_success_only_after_attestation_stored(settings, gh, key):
             datetime(2026, 11, 26, tzinfo=UTC),
         )
     assert err.value.check == "signer"
+    # replayed into another repository (same name after a rename, different id): rejected
+    with pytest.raises(AttestationError) as err:
+        verify_for_execution(
+            "plans/hello.yaml",
+            plan.digest,
+            document,
+            _trust(key),
+            REPO,
+            2,
+            datetime(2026, 11, 26, tzinfo=UTC),
+            expected_repo_id=999,
+        )
+    assert err.value.check == "repository"
 
 
 def test_store_refused_holds_approval_with_the_reason(settings, gh, key):
