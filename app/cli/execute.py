@@ -337,6 +337,8 @@ def execute(
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        if not args.dry_run:
+            _write_metrics(data_dir)
         if check_id is not None:
             try:
                 _finish_check(github, check_id, ctx, outcomes, diff.deleted, notes, error)
@@ -440,6 +442,7 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # ty
     from app.execute.actions import implementations
     from app.execute.incidents import FileIncidentReporter, GitHubIssueIncidents
     from app.execute.locks import LockManager
+    from app.execute.metrics import MetricsSink
     from app.execute.policy_port import EnginePolicy
     from app.execute.ports import FanoutSink, JsonlEventSink
     from app.execute.runner import Runner
@@ -456,7 +459,10 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # ty
             actor=Actor(kind="workflow", id=ctx.workflow),
             now=clock,
         )
-        sinks = [JsonlEventSink(data_dir / "events.jsonl", now=time.time), audit]
+        metrics = MetricsSink(
+            team=loaded.plan.team, environment=loaded.plan.environment, now=time.monotonic
+        )
+        sinks = [JsonlEventSink(data_dir / "events.jsonl", now=time.time), audit, metrics]
         events = FanoutSink([*sinks, progress] if progress is not None else sinks)
         wired = implementations(default_registry(), base_env=_step_env())
         runner = Runner(
@@ -598,6 +604,17 @@ def _trust(args: argparse.Namespace, policy: Any) -> Any:
             raise InputError(f"{path}: not a usable public key: {exc}") from exc
     from_policy = trust_from_policy(policy.signers)
     return Trust(keys=(*keys, *from_policy.keys), identities=from_policy.identities)
+
+
+def _write_metrics(data_dir: Path) -> None:
+    """Prometheus text file of this run, uploaded by the workflow as part of the run artifact."""
+    from app.observability.metrics import write_textfile
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        write_textfile(data_dir / "metrics.prom")
+    except OSError as exc:  # metrics are best effort: never change the run's outcome
+        print(f"plangate: cannot write {data_dir / 'metrics.prom'}: {exc}", file=sys.stderr)
 
 
 def _data_dir(environ: Mapping[str, str]) -> Path:

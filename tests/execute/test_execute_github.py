@@ -319,6 +319,9 @@ def test_approved_merge_runs_reports_and_audits(world, capsys):
     store.close()
     assert "run.started" in kinds and "run.finished" in kinds
     assert "succeeded" in capsys.readouterr().out
+    # the workflow uploads the data dir: it carries the run's Prometheus metrics
+    metrics = (world.root.parent / "data" / "metrics.prom").read_text()
+    assert "plangate_step_outcomes_total" in metrics or "plangate_runs_total" in metrics
 
 
 # --- refusals (security invariants) -----------------------------------------------------------
