@@ -202,18 +202,22 @@ class ApprovalAttester:
             statement = self.statement(
                 client.full_name, pull, request, facts, files, repo_id=repo_id
             )
-            document = self.signer.sign(INTOTO_PAYLOAD_TYPE, statement.payload())
             path = storage_path(pull.number, pull.head_sha, self.signer.kind)
-        except GitHubError:
-            raise
-        except (PlangateError, ValueError) as exc:  # fail closed, and say why
-            detail = exc.diagnostics() if isinstance(exc, PlangateError) else str(exc)
-            log.warning("cannot attest %s#%s: %s", client.full_name, pull.number, detail)
-            return _held(gate, "Approved, but the attestation could not be signed", detail)
+        except ValueError as exc:  # fail closed, and say why
+            return _held(gate, "Approved, but the attestation could not be built", str(exc))
         store = self.store_for(client)
         reused = self._reusable(store, path, statement)
         if reused is not None:
             return self._success(gate, *reused)
+        try:
+            document = self.signer.sign(INTOTO_PAYLOAD_TYPE, statement.payload())
+        except GitHubError:
+            raise
+        except PlangateError as exc:  # fail closed, and say why
+            log.warning("cannot sign for %s#%s: %s", client.full_name, pull.number, exc)
+            return _held(
+                gate, "Approved, but the attestation could not be signed", exc.diagnostics()
+            )
         try:
             stored = store.store(
                 path,

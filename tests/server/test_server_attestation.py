@@ -427,3 +427,20 @@ def test_web_url_and_combined_facts():
     assert cost is not None and cost.total == Decimal("3.5") and cost.currency == "USD"
     assert combine_cost([(Decimal(1), "USD"), (Decimal(1), "EUR")]) is None
     assert combine_cost([]) is None
+
+
+class _BrokenSigner:
+    kind = "dsse"
+
+    def sign(self, payload_type: str, payload: bytes) -> bytes:
+        raise AttestationError("the signing service refused", check="sign", hint="check it")
+
+
+def test_signing_failure_holds_approval_and_writes_nothing(settings, gh):
+    _approve(gh)
+    _deliver(settings, _review_event(), signer=_BrokenSigner())
+    run = gh.runs_for(HEAD)[APPROVAL]
+    assert run["conclusion"] == "action_required"
+    assert "could not be signed" in run["output"]["title"]
+    assert "the signing service refused" in run["output"]["summary"]
+    assert not [c for c in gh.calls if "/git/" in c.path and c.method != "GET"]
