@@ -6,6 +6,8 @@ import pytest
 import responses
 from ghfake import Pull
 from gitdata_fake import GitDataGitHub
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.errors import GitHubError, GitHubUnavailable
 from app.github.attestations import ATTESTATION_BRANCH, AttestationStore
@@ -165,3 +167,45 @@ def test_path_must_be_relative(world, path):
     _, _, client = world
     with pytest.raises(ValueError):
         AttestationStore(client).store(path, DOC, message="x")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=4))
+def test_property_concurrent_writers_never_lose_an_attestation(app_key, races):
+    """Whatever number of other writers win the race before each of our stores, every file
+    ends up on the branch, history is linear, and the ref is never forced."""
+    fake = GitDataGitHub(API)
+    repo = fake.repo(REPO)
+    repo.commit({"README.md": "hi\n"}, branch="main")
+    tokens = InstallationTokens(
+        AppCredentials(app_id=1, private_key=app_key, base_url=API),
+        retry=HttpRetry(max_attempts=1),
+        sleep=lambda _s: None,
+    )
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake.install(rsps)
+        store = AttestationStore(
+            RepoClient(tokens.transport(1), REPO, cache=GitHubCache()), max_attempts=5
+        )
+        expected: dict[str, bytes] = {}
+        pending: list[int] = []
+        counter = iter(range(10_000))
+
+        def other_writer(r, branch):
+            if pending and pending[0] > 0 and branch in r.branches:
+                pending[0] -= 1
+                path = f"pr-99/{next(counter)}.dsse.json"
+                fake.advance(r, branch, path, path.encode())
+                expected[path] = path.encode()
+
+        fake.on_ref_write.append(other_writer)
+        for i, n in enumerate(races):
+            pending[:] = [n]
+            path = f"pr-{i + 1}/" + f"{i:040x}" + ".dsse.json"
+            store.store(path, f"doc {i}".encode(), message=f"store {i}")
+            expected[path] = f"doc {i}".encode()
+        assert fake.files_on(repo, ATTESTATION_BRANCH) == expected
+        history = fake.history(repo, ATTESTATION_BRANCH)
+        assert len(history) == len(expected)  # one commit per file, none dropped
+        assert all(c.body.get("force") is False for c in fake.calls_to("PATCH", r"/git/refs/"))
+    assert fake.schema_errors == []
