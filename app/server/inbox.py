@@ -18,6 +18,7 @@ the App installations seen in ``installation`` events.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -111,6 +112,28 @@ class Delivery:
         return Event.from_body(self.event, self.id, self.body)
 
 
+def _pushed_past(db: sqlite3.Connection, key: str, head: str, seq: int | None) -> str | None:
+    """The id of an earlier ``synchronize`` of this pull request that moved it away from ``head``.
+
+    GitHub does not order deliveries: a ``synchronize`` for an old head can arrive after the
+    one for the newer head. Arrival order alone would then let the stale one supersede the newer
+    work, leaving the newest head without check runs; the newer payload's ``before`` says which.
+    """
+    rows = db.execute(
+        "SELECT id, body FROM deliveries WHERE order_key=? AND event='pull_request' "
+        "AND action='synchronize' AND head_sha<>? AND seq<?",
+        (key, head, seq),
+    )
+    for delivery_id, body in rows:
+        try:
+            before = json.loads(body).get("before")
+        except (ValueError, AttributeError):
+            continue
+        if before == head:
+            return str(delivery_id)
+    return None
+
+
 class Inbox:
     """The delivery log. Thread-safe; one instance per process, several processes may share it.
 
@@ -200,6 +223,14 @@ class Inbox:
         if cur.rowcount == 0:
             return False
         if key and head and event.name in SUPERSEDING_EVENTS and "#" in key:
+            newer = _pushed_past(db, key, head, cur.lastrowid)
+            if newer is not None:  # a late delivery for an old head: it must not win
+                db.execute(
+                    "UPDATE deliveries SET status='superseded', finished_at=?, "
+                    "last_error='superseded by delivery ' || ? WHERE seq=?",
+                    (now, newer, cur.lastrowid),
+                )
+                return True
             db.execute(
                 "UPDATE deliveries SET status='superseded', finished_at=?, "
                 "last_error='superseded by delivery ' || ? "
