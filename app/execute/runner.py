@@ -161,6 +161,7 @@ class Runner:
     async def run(self, loaded: LoadedPlan) -> RunResult:
         plan, digest = loaded.plan, loaded.digest
         self._check_implementations(loaded)
+        self._check_cache(loaded)
         existing = self.state.get_run(digest)
         if existing is not None and existing.status in FINAL:
             return self._final_result(
@@ -237,6 +238,18 @@ class Runner:
             raise InputError(
                 f"{loaded.path}: cannot run: " + "; ".join(missing),
                 hint="install the plugin that provides the action, or change the plan",
+            )
+
+    def _check_cache(self, loaded: LoadedPlan) -> None:
+        """``cache`` is refused on mutating steps before anything runs: reusing a result would
+        silently skip a change to the outside world (and a compensation would undo nothing)."""
+        bad = [s.id for s in loaded.plan.steps if s.cache is not None and s.mutates]
+        if bad:
+            raise InputError(
+                f"{loaded.path}: cannot run: "
+                + "; ".join(f"step '{sid}' mutates and declares 'cache'" for sid in bad),
+                hint="only non-mutating steps may be cached: remove 'cache' from these steps "
+                "(see docs/executor.md, 'Step result cache')",
             )
 
     def _final_result(
@@ -552,6 +565,11 @@ class Runner:
         self.events.emit("step.started", run_id=ctx.run_id, step=step.id, action=step.action)
         try:
             inputs = self._inputs(ctx, step.id, step.action, step.with_)
+            cache_key = None
+            if step.cache is not None and not step.mutates:  # mutating: refused in run()
+                cache_key = cache_key_for(step.action, inputs)
+                if self._serve_cached(ctx, step, cache_key, outcome):
+                    return
             impl = self.implementations[step.action]
             breaker = self.breakers.get(impl.breaker_key(inputs))
             number, result = await self._attempts(
@@ -576,6 +594,8 @@ class Runner:
         self.state.complete_step(
             ctx.digest, "step", step.id, number, outputs, usage_to_dict(result.usage), self.now()
         )
+        if cache_key is not None and step.cache is not None:
+            self.state.cache_put(cache_key, step.action, outputs, step.cache.ttl, self.now())
         ctx.outputs[step.id] = outputs
         ctx.budget.record(result.usage)
         if step.mutates:
@@ -588,6 +608,30 @@ class Runner:
             attempts=outcome.attempts,
             usage=usage_to_dict(result.usage),
         )
+
+    def _serve_cached(self, ctx: _RunContext, step: Step, key: str, outcome: StepOutcome) -> bool:
+        """Reuse a fresh cached result: the step succeeds without calling its action."""
+        now = self.now()
+        hit = self.state.cache_get(key, now)
+        if hit is None:
+            return False
+        outputs = dict(hit.outputs)
+        self.state.complete_step(ctx.digest, "step", step.id, 0, outputs, {}, now)
+        ctx.outputs[step.id] = outputs
+        outcome.status, outcome.outputs, outcome.finished_at = "succeeded", outputs, now
+        self.events.emit(
+            "step.cached",
+            run_id=ctx.run_id,
+            step=step.id,
+            action=step.action,
+            cache_key=key,
+            age=round(now - hit.created_at, 3),
+            ttl=hit.ttl,
+        )
+        self.events.emit(
+            "step.succeeded", run_id=ctx.run_id, step=step.id, attempts=0, usage={}, cached=True
+        )
+        return True
 
     async def _attempts(
         self,
@@ -782,6 +826,12 @@ class Runner:
             "compensation_failed",
             saga.runbook.reason if saga.runbook else reason,
         )
+
+
+def cache_key_for(action: str, inputs: BaseModel) -> str:
+    """``sha256:<hex>`` of (action, resolved and validated inputs) as RFC 8785 JSON."""
+    body = {"action": action, "inputs": inputs.model_dump(mode="json", by_alias=True)}
+    return "sha256:" + sha256_hex(canonical_json(body))
 
 
 def _fix_attempts(

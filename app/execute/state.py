@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from app.errors import InputError
 
-__all__ = ["AttemptRecord", "RunRecord", "StateStore", "connect"]
+__all__ = ["AttemptRecord", "CachedResult", "RunRecord", "StateStore", "connect"]
 
 Phase = Literal["step", "compensate"]
 #: bumped on incompatible schema changes; a newer database is refused, never rewritten
@@ -82,6 +82,15 @@ CREATE TABLE IF NOT EXISTS shapes (
     digest TEXT PRIMARY KEY,
     plan_id TEXT NOT NULL,
     shape TEXT NOT NULL
+);
+-- step result cache (``cache: {ttl}``): keyed by sha256 of (action, resolved inputs), shared
+-- across plans and runs; only non-mutating steps are ever written or read
+CREATE TABLE IF NOT EXISTS step_cache (
+    key TEXT PRIMARY KEY,
+    action TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    ttl REAL NOT NULL,
+    outputs TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS locks (
     resource TEXT PRIMARY KEY,
@@ -145,6 +154,15 @@ class CompletedStep:
     outputs: dict[str, Any]
     usage: dict[str, Any]
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResult:
+    key: str
+    action: str
+    created_at: float
+    ttl: float
+    outputs: dict[str, Any]
 
 
 class StateStore:
@@ -397,6 +415,34 @@ class StateStore:
             (digest,),
         ).fetchall()
         return [AttemptRecord(*row) for row in rows]
+
+    # -- step result cache -----------------------------------------------------------------
+
+    def cache_get(self, key: str, now: float) -> CachedResult | None:
+        """The cached result for ``key`` if it is still fresh at ``now`` (else None).
+
+        Fresh means ``created_at <= now < created_at + ttl``; an entry from the future (a clock
+        that went backwards) is not trusted.
+        """
+        row = self.conn.execute(
+            "SELECT action, created_at, ttl, outputs FROM step_cache WHERE key=?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        action, created_at, ttl, outputs = row
+        if not (created_at <= now < created_at + ttl):
+            return None
+        return CachedResult(key, action, created_at, ttl, json.loads(outputs))
+
+    def cache_put(
+        self, key: str, action: str, outputs: dict[str, Any], ttl: float, now: float
+    ) -> None:
+        """Store (or refresh) the result for ``key``; the newest result wins."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO step_cache (key, action, created_at, ttl, outputs)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (key, action, now, ttl, _dump(outputs)),
+        )
 
     @staticmethod
     def _next_seq(c: sqlite3.Connection, digest: str) -> int:
