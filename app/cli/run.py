@@ -35,6 +35,12 @@ from pathlib import Path
 from rich.console import Console
 
 from app.actions.registry import default_registry
+from app.approvals.run_attest import (
+    approval_digest,
+    run_attestation_path,
+    sign_run_statement,
+    statement_from_result,
+)
 from app.audit.errors import AuditError
 from app.audit.events import Actor
 from app.audit.git_store import GitAuditStore
@@ -47,7 +53,7 @@ from app.execute.policy_port import EnginePolicy
 from app.execute.ports import FanoutSink, JsonlEventSink, UnsafeNoApprovalGate
 from app.execute.progress import ProgressSink, summary_table
 from app.execute.result import RunResult
-from app.execute.runner import Runner, RunOptions
+from app.execute.runner import FINAL, Runner, RunOptions
 from app.execute.scheduler import Schedule
 from app.execute.state import StateStore
 from app.plan.loader import load_plan
@@ -58,9 +64,12 @@ from app.policy.loader import PolicySet, load_policy_dir
 from app.settings import Settings
 from app.signing import Trust, TrustedKey
 from app.signing.base import trust_from_policy
-from app.signing.local_store import DEFAULT_ATTESTATION_DIR, LocalAttestationGate
+from app.signing.local_key import LocalKeySigner, load_private_key
+from app.signing.local_store import DEFAULT_ATTESTATION_DIR, LocalAttestationGate, read_local
 
 DEFAULT_KEY_PUB = Path(".plangate/keys/approval.pem.pub")
+#: the local signing key (``plangate keygen``): when present, every run is attested with it
+DEFAULT_SIGNING_KEY = Path(".plangate/keys/approval.pem")
 
 __all__ = ["register"]
 
@@ -153,6 +162,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="UNSAFE: run mutating steps without a verified approval (local experiments only)",
     )
+    run.add_argument(
+        "--signing-key",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="key that signs the run attestation (default .plangate/keys/approval.pem if it "
+        "exists; without a key the run is not attested)",
+    )
     run.set_defaults(func=run_plan)
 
 
@@ -204,18 +221,22 @@ def run_plan(args: argparse.Namespace) -> int:
                 f"{args.plan}: no earlier run of this plan digest ({loaded.digest}) to resume",
                 hint="drop --resume to start a new run; a changed plan has a new digest",
             )
-        result = _execute(args, loaded, state, data_dir, policy)
+        final_before = existing is not None and existing.status in FINAL and not args.restart
+        gate = _gate(args, loaded, policy)
+        started_at = datetime.now(UTC)
+        result = _execute(args, loaded, state, data_dir, policy, gate)
+        finished_at = datetime.now(UTC)
     finally:
         state.close()
     _report(args, result)
+    if not final_before:  # a re-run of a finished run did nothing: its attestation stands
+        _attest_run(args, loaded, result, gate, started_at, finished_at)
     return EXIT.get(result.status, 3)
 
 
-def _execute(  # type: ignore[no-untyped-def]
-    args: argparse.Namespace, loaded, state: StateStore, data_dir: Path, policy: PolicySet
-) -> RunResult:
-    from app.execute.actions import implementations  # adapters: loaded only to really run
-
+def _gate(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace, loaded, policy: PolicySet
+) -> LocalAttestationGate | UnsafeNoApprovalGate:
     if args.unsafe_no_approval:
         logging.basicConfig()
         print(
@@ -232,6 +253,58 @@ def _execute(  # type: ignore[no-untyped-def]
             directory=args.attestations or DEFAULT_ATTESTATION_DIR,
             expected_policy_digest=policy.digest,
         )
+    return gate
+
+
+def _attest_run(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace,
+    loaded,
+    result: RunResult,
+    gate: object,
+    started_at: datetime,
+    finished_at: datetime,
+) -> Path | None:
+    """Sign what ran (``app.approvals.run_attest``) with the local key and store it beside the
+    approval. Never changes the run's outcome: a failure to attest is reported on stderr."""
+    key_path = args.signing_key or DEFAULT_SIGNING_KEY
+    if args.signing_key is None and not key_path.exists():
+        return None
+    directory = args.attestations or DEFAULT_ATTESTATION_DIR
+    try:
+        approval = None
+        if isinstance(gate, LocalAttestationGate) and gate.last is not None:
+            _, document = read_local(directory, loaded.digest, plan=loaded.path)
+            approval = approval_digest(document)
+        statement = statement_from_result(
+            result,
+            plan_path=_repo_path(loaded.path),
+            started_at=started_at,
+            finished_at=finished_at,
+            approval=approval,
+        )
+        signed = sign_run_statement(statement, LocalKeySigner(load_private_key(key_path)))
+        path = directory / run_attestation_path(loaded.digest, result.run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(signed)
+        tmp.replace(path)
+    except (PlangateError, OSError, ValueError) as exc:
+        print(f"plangate: warning: the run was not attested: {exc}", file=sys.stderr)
+        return None
+    print(f"plangate: run attestation: {path}", file=sys.stderr)
+    return path
+
+
+def _execute(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace,
+    loaded,
+    state: StateStore,
+    data_dir: Path,
+    policy: PolicySet,
+    gate: LocalAttestationGate | UnsafeNoApprovalGate,
+) -> RunResult:
+    from app.execute.actions import implementations  # adapters: loaded only to really run
+
     wired = implementations(default_registry(), base_env=dict(os.environ))
     console = Console(stderr=True)
     progress = ProgressSink(
