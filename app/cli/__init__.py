@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.cli.propose",
     "app.cli.run",
     "app.cli.execute",
+    "app.cli.queue",
 )
 
 EXIT_OK = 0

@@ -77,6 +77,7 @@ EXIT = {
     "succeeded": 0,
     "dry_run": 0,
     "refused": 1,
+    "cancelled": 1,
     "compensated": 3,
     "aborted": 3,
     "compensation_failed": 3,

@@ -64,7 +64,14 @@ from app.plan.model import Compensation, Plan, Step
 __all__ = ["RunOptions", "Runner"]
 
 #: run states after which a re-run of the same digest does nothing (a human starts over)
-FINAL = {"succeeded", "compensated", "aborted", "compensation_failed", "superseded"}
+FINAL = {
+    "succeeded",
+    "compensated",
+    "aborted",
+    "compensation_failed",
+    "superseded",
+    "cancelled",  # by ``plangate cancel`` (queue ownership); --restart starts over
+}
 DEFAULT_MAX_PARALLEL = 4
 
 

@@ -224,10 +224,38 @@ class StateStore:
         return record, resumed
 
     def finish_run(self, digest: str, status: str, reason: str, now: float) -> None:
+        # a cancellation (``cancel_run``, possibly from another process) is never overwritten
+        # by the run it cancelled; only ``reset_run`` (``--restart``) clears it
         self.conn.execute(
-            "UPDATE runs SET status=?, reason=?, updated_at=? WHERE digest=?",
+            "UPDATE runs SET status=?, reason=?, updated_at=? WHERE digest=?"
+            " AND status != 'cancelled'",
             (status, reason, now, digest),
         )
+
+    def cancel_run(self, digest: str, reason: str, now: float) -> RunRecord | None:
+        """Mark the run of ``digest`` cancelled (a queue request); None if there is no run."""
+        self.conn.execute(
+            "UPDATE runs SET status='cancelled', reason=?, updated_at=? WHERE digest=?",
+            (reason, now, digest),
+        )
+        return self.get_run(digest)
+
+    def retry_compensations(self, digest: str, reason: str, now: float) -> int:
+        """Forget failed compensations so a re-run of the begun saga tries them again.
+
+        The saga record stays (the run never goes forward again); the run leaves its final
+        ``compensation_failed`` state so the runner resumes it. Returns how many were reset.
+        """
+        with self._tx() as c:
+            cur = c.execute(
+                "DELETE FROM steps WHERE digest=? AND phase='compensate' AND status='failed'",
+                (digest,),
+            )
+            c.execute(
+                "UPDATE runs SET status='retrying', reason=?, updated_at=? WHERE digest=?",
+                (reason, now, digest),
+            )
+        return cur.rowcount
 
     def reset_run(self, digest: str) -> None:
         """Forget everything about ``digest`` (a deliberate fresh start by a human)."""

@@ -1,0 +1,180 @@
+"""``plangate retry PLAN`` and ``plangate cancel PLAN``: queue requests checked against policy.
+
+Who may retry or cancel a team's plans is policy (``queue`` in policies/teams.yaml, judged by
+``app.policy.engine.authorize``); a refusal names the rule and exits 1 before the state is
+touched. The actor is ``--actor LOGIN`` (default: the local user).
+
+- **retry** re-runs the recorded run of the plan's digest: a ``paused``, ``needs_attention`` or
+  interrupted run resumes as is; a ``compensation_failed`` run forgets its failed compensations
+  and resumes the saga (the run never goes forward again); a ``compensated``/``aborted`` run had
+  every effect undone, so it starts over (like ``plangate run --restart``, but authorized). A
+  succeeded or cancelled run is not retried.
+- **cancel** marks the run ``cancelled`` in the state store and releases its locks; a later
+  ``plangate run`` of the same digest refuses (exit 1) until ``--restart``. A run still active in
+  another process loses its lease and stops before its next step (plans with ``resources``);
+  its own final status never overwrites the cancellation.
+
+Exit codes: those of ``plangate run`` for retry; cancel 0 done, 1 denied / nothing to cancel,
+2 invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from app.actions.registry import default_registry
+from app.errors import InputError
+from app.execute.locks import LockManager
+from app.execute.state import StateStore
+from app.plan.loader import LoadedPlan, load_plan
+from app.policy.engine import authorize
+from app.policy.loader import load_policy_dir
+from app.settings import Settings
+
+__all__ = ["register"]
+
+#: run states a retry re-runs; anything else is refused with a reason
+RESUMABLE = {"paused", "needs_attention", "running", "compensating", "retrying", "refused"}
+START_OVER = {"compensated", "aborted"}
+
+#: ``plangate run`` options a retry passes through unchanged
+_RUN_PASSTHROUGH = (
+    ("data_dir", "--data-dir"),
+    ("policies", "--policies"),
+    ("attestations", "--attestations"),
+    ("audit_repo", "--audit-repo"),
+    ("signing_key", "--signing-key"),
+    ("format", "--format"),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    for verb, help_text in (
+        ("retry", "re-run a failed or paused run of a plan (checked against policy `queue`)"),
+        ("cancel", "cancel a plan's run and release its locks (checked against policy `queue`)"),
+    ):
+        cmd = subparsers.add_parser(verb, help=help_text, description=help_text)
+        cmd.add_argument("plan", metavar="PLAN", help="plan file")
+        cmd.add_argument("--actor", metavar="LOGIN", help="who asks (default: $USER)")
+        cmd.add_argument(
+            "--policies",
+            type=Path,
+            default=Path("policies"),
+            metavar="DIR",
+            help="policy directory",
+        )
+        cmd.add_argument(
+            "--data-dir", metavar="DIR", help="state directory (default PLANGATE_DATA_DIR)"
+        )
+        cmd.add_argument("--reason", default="", help="why (recorded in the run's reason)")
+        if verb == "retry":
+            cmd.add_argument("--attestations", type=Path, metavar="DIR")
+            cmd.add_argument("--audit-repo", type=Path, metavar="PATH")
+            cmd.add_argument("--signing-key", type=Path, metavar="PEM")
+            cmd.add_argument("--format", choices=("text", "json"), default="text")
+            cmd.set_defaults(func=retry_plan)
+        else:
+            cmd.set_defaults(func=cancel_plan)
+
+
+def _actor(args: argparse.Namespace) -> str:
+    from app.cli.run import _local_user
+
+    return args.actor or _local_user()
+
+
+def _authorized(args: argparse.Namespace, verb: str) -> tuple[LoadedPlan, str] | None:
+    """(plan, actor) when ``actor`` may ``verb`` the plan; prints the denying rule otherwise."""
+    loaded = load_plan(args.plan, registry=default_registry())
+    policy = load_policy_dir(args.policies)  # fail closed: no or broken policy is exit 2
+    actor = _actor(args)
+    decision = authorize(actor, verb, loaded.plan, policy)  # type: ignore[arg-type]
+    if not decision.allowed:
+        for match in decision.denials:
+            print(
+                f"plangate: denied by {match.rule} ({match.source}): {match.reason}",
+                file=sys.stderr,
+            )
+        return None
+    rule = decision.trace[0].rule if decision.trace else "queue"
+    return loaded, f"{actor} ({rule})"
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir
+
+
+def cancel_plan(args: argparse.Namespace) -> int:
+    allowed = _authorized(args, "cancel")
+    if allowed is None:
+        return 1
+    loaded, who = allowed
+    state = StateStore.open(_data_dir(args))
+    try:
+        existing = state.get_run(loaded.digest)
+        if existing is None:
+            print(
+                f"plangate: {args.plan}: no run of this plan digest ({loaded.digest}) to cancel",
+                file=sys.stderr,
+            )
+            return 1
+        if existing.status == "cancelled":
+            print(f"plangate: run {existing.run_id} is already cancelled", file=sys.stderr)
+            return 0
+        reason = f"cancelled by {who}" + (f": {args.reason}" if args.reason else "")
+        state.cancel_run(loaded.digest, reason, time.time())
+        LockManager(state.conn, now=time.time, sleep=asyncio.sleep).release(existing.run_id)
+    finally:
+        state.close()
+    print(
+        f"run {existing.run_id} of {loaded.plan.id} ({existing.status}) cancelled; its locks "
+        f"are released. `plangate run {args.plan} --restart` starts it over."
+    )
+    return 0
+
+
+def retry_plan(args: argparse.Namespace) -> int:
+    allowed = _authorized(args, "retry")
+    if allowed is None:
+        return 1
+    loaded, who = allowed
+    reason = f"retry requested by {who}" + (f": {args.reason}" if args.reason else "")
+    state = StateStore.open(_data_dir(args))
+    try:
+        existing = state.get_run(loaded.digest)
+        if existing is None:
+            raise InputError(
+                f"{args.plan}: no run of this plan digest ({loaded.digest}) to retry",
+                hint="start it with `plangate run`; a changed plan has a new digest",
+            )
+        status = existing.status
+        if status == "compensation_failed":
+            state.retry_compensations(loaded.digest, reason, time.time())
+        elif status in START_OVER:
+            state.reset_run(loaded.digest)
+        elif status not in RESUMABLE:
+            hint = (
+                "`plangate run --restart` starts a cancelled run over"
+                if status == "cancelled"
+                else "nothing failed; a changed plan has a new digest"
+            )
+            raise InputError(
+                f"{args.plan}: run {existing.run_id} ended '{status}'; there is nothing to retry",
+                hint=hint,
+            )
+    finally:
+        state.close()
+    print(f"plangate: {reason}: run {existing.run_id} was '{status}'", file=sys.stderr)
+    from app.cli import build_parser
+    from app.cli.run import run_plan
+
+    argv = ["run", args.plan]
+    for attr, flag in _RUN_PASSTHROUGH:
+        value = getattr(args, attr, None)
+        if value is not None:
+            argv += [flag, str(value)]
+    return run_plan(build_parser().parse_args(argv))
