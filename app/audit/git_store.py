@@ -105,6 +105,17 @@ class _Entry:
     data: dict[str, Any]
 
 
+def _open_when_ready(path: Path) -> git.Repo:
+    """Open a repository another process is initialising (bounded: 40 tries, 50 ms apart)."""
+    retrying = Retrying(
+        stop=stop_after_attempt(40),
+        wait=lambda _state: 0.05,
+        retry=retry_if_exception_type((InvalidGitRepositoryError, NoSuchPathError)),
+        reraise=True,
+    )
+    return retrying(git.Repo, path)
+
+
 class _Rejected(Exception):
     """The remote refused a push because it moved on (non-fast-forward)."""
 
@@ -138,7 +149,12 @@ class GitAuditStore:
                     f"{DEFAULT_REF} ref) or run `git init` there",
                 ) from exc
             path.mkdir(parents=True, exist_ok=True)
-            self._repo = git.Repo.init(path, bare=True)
+            try:
+                self._repo = git.Repo.init(path, bare=True)
+            except GitCommandError:
+                # another process creates the same audit repository right now (two runs started
+                # at once on a fresh --audit-repo): use it once its initialisation is complete
+                self._repo = _open_when_ready(path)
         self.ref = ref
         self.batch_size = batch_size
         self._committer = committer
