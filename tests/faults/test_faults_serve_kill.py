@@ -134,6 +134,7 @@ def test_sigkill_at_random_points_processes_each_delivery_exactly_once(tmp_path,
     # after GitHub created a run but before the inbox remembered its id leaves one extra run;
     # with 2 worker threads at most one such create is in flight per thread and kill
     assert duplicates <= 2 * len(killer.kills), duplicates
+    print(f"kills={killer.kills} duplicate_runs={duplicates}")
     deliveries = Inbox.in_dir(data).list()
     assert sorted(d.id for d in deliveries) == sorted(f"kill-{n}" for n in PRS)
     assert {d.status for d in deliveries} == {"done"}  # acknowledged, none lost, none dead
