@@ -54,6 +54,7 @@ def test_outage_during_check_run_updates_recovers_with_one_set_of_runs(world):
     assert delivery.attempts == 2
     assert f.count("status", 500) == 3 and f.count("status", 502) == 5
     assert f.count("reset") == 1 and f.count("slow") >= 1
+    print(f"injected={len(f.injected)} slow={f.count('slow')}")
 
 
 def test_secondary_rate_limit_and_429_are_honoured(world):
