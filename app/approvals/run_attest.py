@@ -26,13 +26,15 @@ import hashlib
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.approvals.attest import INTOTO_PAYLOAD_TYPE, STATEMENT_TYPE, DigestSet
 from app.plan.digest import canonical_json
-from app.signing.base import Signer
+
+if TYPE_CHECKING:  # the port only: signing backends are adapters, chosen at the edge
+    from app.signing.base import Signer
 
 __all__ = [
     "RUN_PREDICATE_TYPE",

@@ -249,13 +249,24 @@ class Runner:
 
     def _check_cache(self, loaded: LoadedPlan) -> None:
         """``cache`` is refused on mutating steps before anything runs: reusing a result would
-        silently skip a change to the outside world (and a compensation would undo nothing)."""
-        bad = [s.id for s in loaded.plan.steps if s.cache is not None and s.mutates]
+        silently skip a change to the outside world (and a compensation would undo nothing).
+        Canary analysis steps are refused too: they must measure the live canary."""
+        analysis = set(loaded.plan.canary.analysis) if loaded.plan.canary else set()
+        bad = [
+            f"step '{s.id}' mutates and declares 'cache'"
+            for s in loaded.plan.steps
+            if s.cache is not None and s.mutates
+        ] + [
+            f"step '{s.id}' is canary analysis and declares 'cache' (a stale result must not "
+            "decide promote or abort)"
+            for s in loaded.plan.steps
+            if s.cache is not None and not s.mutates and s.id in analysis
+        ]
         if bad:
             raise InputError(
-                f"{loaded.path}: cannot run: "
-                + "; ".join(f"step '{sid}' mutates and declares 'cache'" for sid in bad),
-                hint="only non-mutating steps may be cached: remove 'cache' from these steps "
+                f"{loaded.path}: cannot run: " + "; ".join(bad),
+                hint="only non-mutating, non-analysis steps may be cached: remove 'cache' from "
+                "these steps "
                 "(see docs/executor.md, 'Step result cache')",
             )
 

@@ -121,3 +121,22 @@ def test_cache_entry_from_the_future_is_not_trusted(tmp_path):
     assert store.cache_get("k", 1060.0) is None
     assert store.cache_get("k", 999.0) is None
     store.close()
+
+
+def test_canary_analysis_step_is_never_served_from_cache(tmp_path):
+    """A cached probe would decide promote/abort on stale metrics: refused before anything runs."""
+    loaded = plan_from(
+        "canary: {steps: [canary], analysis: [judge]}\n"
+        "steps:\n"
+        "  - id: canary\n    action: shell\n    with: {run: [deploy, canary]}\n"
+        "    compensate: {none: test}\n"
+        "  - id: judge\n    action: probe\n    needs: [canary]\n    cache: {ttl: 1h}\n"
+        "    with:\n      metric: error_rate\n"
+        "      http: {url: 'https://metrics.example/canary', json_path: data.error_rate}\n"
+        "      thresholds: {max_error_rate: 0.01}\n"
+    )
+    shell, probe = RecordingAction("shell"), RecordingAction("probe")
+    h = make_runner(tmp_path, impls(shell, probe))
+    with pytest.raises(InputError, match="step 'judge' is canary analysis and declares 'cache'"):
+        asyncio.run(h.runner.run(loaded))
+    assert shell.calls == [] and probe.calls == []
