@@ -29,6 +29,7 @@ from pathlib import Path
 from app.actions.registry import default_registry
 from app.errors import InputError
 from app.execute.locks import LockManager
+from app.execute.ports import JsonlEventSink
 from app.execute.state import StateStore
 from app.plan.loader import LoadedPlan, load_plan
 from app.policy.engine import authorize
@@ -87,12 +88,29 @@ def _actor(args: argparse.Namespace) -> str:
     return args.actor or _local_user()
 
 
+def _record(args: argparse.Namespace, event_type: str, **fields: object) -> None:
+    """Queue requests (allowed or not) go to the data dir's event log, like run events."""
+    sink = JsonlEventSink(_data_dir(args) / "events.jsonl", now=time.time)
+    sink.emit(event_type, **fields)
+    sink.flush()
+
+
 def _authorized(args: argparse.Namespace, verb: str) -> tuple[LoadedPlan, str] | None:
     """(plan, actor) when ``actor`` may ``verb`` the plan; prints the denying rule otherwise."""
     loaded = load_plan(args.plan, registry=default_registry())
     policy = load_policy_dir(args.policies)  # fail closed: no or broken policy is exit 2
     actor = _actor(args)
     decision = authorize(actor, verb, loaded.plan, policy)  # type: ignore[arg-type]
+    _record(
+        args,
+        f"queue.{verb}.{decision.verdict}",
+        plan=loaded.plan.id,
+        digest=loaded.digest,
+        actor=actor,
+        rule=decision.trace[0].rule if decision.trace else None,
+        reason=decision.trace[0].reason if decision.trace else None,
+        policy_digest=policy.digest,
+    )
     if not decision.allowed:
         for match in decision.denials:
             print(

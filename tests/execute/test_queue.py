@@ -195,3 +195,17 @@ def test_retry_compensations_resumes_the_saga_and_never_goes_forward(tmp_path):
     second = asyncio.run(h.runner.run(loaded))
     assert second.status == "compensated", second.reason
     assert shell.steps()[len(before) :] == ["a"]  # only the undo of a ran again, b never
+
+
+def test_queue_requests_are_recorded_allowed_or_denied(repo, capsys):
+    _running_run_with_lock(repo)
+    main(["cancel", PLAN, "--actor", "erin", *_data(repo)])
+    main(["cancel", PLAN, "--actor", "alice", *_data(repo)])
+    lines = (repo / "data" / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [(e["type"], e["actor"]) for e in events] == [
+        ("queue.cancel.deny", "erin"),
+        ("queue.cancel.allow", "alice"),
+    ]
+    assert events[0]["rule"] == "queue.platform.cancel"
+    assert events[1]["digest"] == load_plan(PLAN).digest
