@@ -23,6 +23,7 @@ CORE = [
     "approvals/gate.py",
     "approvals/context.py",
     "approvals/attest.py",
+    "approvals/run_attest.py",
     "approvals/render.py",
     "execute/scheduler.py",
     "execute/retry.py",

@@ -32,6 +32,7 @@ RunStatus = Literal[
     "paused",  # budget hard limit with on_hard_limit: pause, or an open circuit breaker
     "needs_attention",  # an interrupted non-idempotent step: a human decides
     "refused",  # no verified approval (or locks busy): nothing mutating ran
+    "cancelled",  # cancelled through `plangate cancel` (queue ownership): final until --restart
     "dry_run",
 ]
 

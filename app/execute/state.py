@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
+
 from app.errors import InputError
 
 __all__ = ["AttemptRecord", "CachedResult", "RunRecord", "StateStore", "connect"]
@@ -102,6 +104,19 @@ CREATE TABLE IF NOT EXISTS locks (
 """
 
 
+@retry(
+    retry=retry_if_exception_type(sqlite3.OperationalError),
+    stop=stop_after_delay(30),
+    wait=wait_random(0.01, 0.1),
+    reraise=True,
+)
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two first runs on a fresh data dir race here: changing the journal mode
+    needs an exclusive lock and SQLite answers "database is locked" at once instead of waiting
+    on the busy handler, so we retry (bounded) until the other process has switched it."""
+    conn.execute("PRAGMA journal_mode=WAL")
+
+
 def connect(path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> sqlite3.Connection:
     """Open (and create) the state database in WAL mode.
 
@@ -110,7 +125,8 @@ def connect(path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") ->
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    _enable_wal(conn)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
