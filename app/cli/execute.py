@@ -24,15 +24,11 @@ environment variables (as ``actions/checkout`` does, but in memory).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
 import os
-import random
-import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -441,12 +437,11 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # ty
     from app.cli.run import _secrets
     from app.execute.actions import implementations
     from app.execute.incidents import FileIncidentReporter, GitHubIssueIncidents
-    from app.execute.locks import LockManager
     from app.execute.metrics import MetricsSink
     from app.execute.policy_port import EnginePolicy
     from app.execute.ports import FanoutSink, JsonlEventSink
-    from app.execute.runner import Runner
     from app.execute.state import StateStore
+    from app.execute.wiring import production_runner, run_until_signalled
 
     clock = lambda: datetime.now(UTC)  # noqa: E731
     state = StateStore.open(data_dir)
@@ -465,11 +460,9 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # ty
         sinks = [JsonlEventSink(data_dir / "events.jsonl", now=time.time), audit, metrics]
         events = FanoutSink([*sinks, progress] if progress is not None else sinks)
         wired = implementations(default_registry(), base_env=_step_env())
-        runner = Runner(
+        runner = production_runner(
             implementations=wired.actions,
-            registry=default_registry(),
             state=state,
-            locks=LockManager(state.conn, now=time.time, sleep=asyncio.sleep, lease=60.0),
             gate=gate,
             policy=EnginePolicy(policy, now=clock, plan_path=loaded.path, author=pr.author),
             events=events,
@@ -478,29 +471,14 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # ty
                 repo=ctx.repo,
                 fallback=FileIncidentReporter(data_dir / "incidents"),
             ),
-            now=time.time,
-            sleep=asyncio.sleep,
-            rng=random.SystemRandom(),
-            new_run_id=lambda: uuid.uuid4().hex[:16],
             secrets=_secrets(loaded.plan),
-            work_dir=Path.cwd(),
         )
-
-        async def run_until_signalled() -> Any:
-            # a cancelled workflow sends SIGTERM: cancel like Ctrl-C (locks released, events
-            # flushed); the check run then completes as failure instead of hanging in progress
-            task = asyncio.current_task()
-            assert task is not None
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-            return await runner.run(loaded)
-
-        try:
-            return asyncio.run(run_until_signalled())
-        except asyncio.CancelledError as exc:
-            raise PlangateError(
-                f"{loaded.path}: run stopped by SIGTERM; locks were released",
-                hint="re-run the workflow to resume; completed steps are not repeated",
-            ) from exc
+        # a cancelled workflow sends SIGTERM: the check run then completes as failure
+        return run_until_signalled(
+            runner,
+            loaded,
+            resume_hint="re-run the workflow to resume; completed steps are not repeated",
+        )
     finally:
         store.commit()
         store.close()

@@ -24,11 +24,8 @@ import asyncio
 import json
 import logging
 import os
-import random
-import signal
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,9 +50,10 @@ from app.execute.policy_port import EnginePolicy
 from app.execute.ports import FanoutSink, JsonlEventSink, UnsafeNoApprovalGate
 from app.execute.progress import ProgressSink, summary_table
 from app.execute.result import RunResult
-from app.execute.runner import FINAL, Runner, RunOptions
+from app.execute.runner import FINAL, RunOptions
 from app.execute.scheduler import Schedule
 from app.execute.state import StateStore
+from app.execute.wiring import production_runner, run_until_signalled
 from app.plan.loader import load_plan
 from app.plan.model import Compensation, Plan
 from app.policy.context import EvalContext
@@ -334,41 +332,23 @@ def _execute(  # type: ignore[no-untyped-def]
             **{s: "retry" for s in args.retry_step},
         },
     )
-    runner = Runner(
+    runner = production_runner(
         implementations=wired.actions,
-        registry=default_registry(),
         state=state,
         locks=locks,
         gate=gate,
         policy=EnginePolicy(policy, now=lambda: datetime.now(UTC), plan_path=loaded.path),
         events=events,
         incidents=FileIncidentReporter(data_dir / "incidents"),
-        now=time.time,
-        sleep=asyncio.sleep,
-        rng=random.SystemRandom(),
-        new_run_id=lambda: uuid.uuid4().hex[:16],
         options=options,
         secrets=_secrets(loaded.plan),
-        work_dir=Path.cwd(),
     )
-
-    async def run_until_signalled() -> RunResult:
-        # SIGTERM (a cancelled CI job, systemd stop) cancels the run like Ctrl-C: running steps
-        # are cancelled (their attempts stay "running", so the next run triages them), locks
-        # are released and events flushed on the way out.
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await runner.run(loaded)
-
     with progress:
-        try:
-            return asyncio.run(run_until_signalled())
-        except asyncio.CancelledError as exc:
-            raise PlangateError(
-                f"{args.plan}: run stopped by SIGTERM; locks were released",
-                hint="re-run the same plan to resume; completed steps are not repeated",
-            ) from exc
+        return run_until_signalled(
+            runner,
+            loaded,
+            resume_hint="re-run the same plan to resume; completed steps are not repeated",
+        )
 
 
 def _local_user() -> str:

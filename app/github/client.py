@@ -562,16 +562,45 @@ class RepoClient:
         return items
 
 
+def _sha(value: Any, where: str) -> str:
+    if not isinstance(value, str) or len(value) != 40 or not _is_hex(value):
+        raise ValueError(f"{where} is not a 40-character commit SHA: {str(value)[:60]!r}")
+    return value
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text.lower())
+
+
 def pull_info(data: Mapping[str, Any]) -> PullRequestInfo:
-    """A REST or webhook ``pull_request`` object as ``PullRequestInfo``."""
+    """A REST or webhook ``pull_request`` object as ``PullRequestInfo``.
+
+    Strict: these values end up in API paths and check-run bodies, so a payload with a wrong
+    shape raises ``ValueError`` here rather than reaching GitHub (the worker dead-letters it).
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError("pull_request is not an object")
+    number = data.get("number")
+    if type(number) is not int or number < 1:
+        raise ValueError(f"pull_request.number is not a positive integer: {number!r}")
+    head, base = data.get("head"), data.get("base")
+    if not isinstance(head, Mapping) or not isinstance(base, Mapping):
+        raise ValueError("pull_request.head and .base must be objects")
+    user = data.get("user") or {}
+    author = user.get("login", "") if isinstance(user, Mapping) else ""
+    base_ref = base.get("ref")
+    if not isinstance(base_ref, str) or not base_ref:
+        raise ValueError("pull_request.base.ref is not a branch name")
+    state = data.get("state", "open")
+    draft = data.get("draft", False)
     return PullRequestInfo(
-        number=int(data["number"]),
-        author=(data.get("user") or {}).get("login", ""),
-        head_sha=data["head"]["sha"],
-        base_sha=data["base"]["sha"],
-        base_ref=data["base"]["ref"],
-        draft=bool(data.get("draft", False)),
-        state=str(data.get("state", "open")),
+        number=number,
+        author=author if isinstance(author, str) else "",
+        head_sha=_sha(head.get("sha"), "pull_request.head.sha"),
+        base_sha=_sha(base.get("sha"), "pull_request.base.sha"),
+        base_ref=base_ref,
+        draft=draft if isinstance(draft, bool) else True,
+        state=state if isinstance(state, str) else "unknown",
     )
 
 

@@ -24,7 +24,7 @@ from app.github.client import PullRequestInfo, RepoClient, pull_info
 from app.server.deployment import DeploymentGate
 from app.server.evaluate import POLICIES_DIR, PullRequestPipeline
 from app.server.inbox import Inbox
-from app.server.webhooks import Event, Router
+from app.server.webhooks import Event, MalformedDelivery, Router
 
 __all__ = ["PR_ACTIONS", "RepoClients", "build_router"]
 
@@ -42,6 +42,14 @@ INSTALLATION_ACTIONS = (
     "unsuspend",
     "new_permissions_accepted",
 )
+
+
+def _pull(event: Event) -> PullRequestInfo:
+    """The event's pull request, or ``MalformedDelivery`` (dead-lettered, nothing sent)."""
+    try:
+        return pull_info(event.payload["pull_request"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedDelivery(f"{event.name}: {exc}") from exc
 
 
 def build_router(
@@ -63,7 +71,7 @@ def build_router(
     def on_pull_request(event: Event) -> None:
         if event.action == "edited" and "base" not in (event.payload.get("changes") or {}):
             return  # a title/body edit changes nothing we check
-        pr = pull_info(event.payload["pull_request"])
+        pr = _pull(event)
         if pr.state != "open":
             return
         pipeline.run(
@@ -75,7 +83,7 @@ def build_router(
 
     @router.register("pull_request_review", *REVIEW_ACTIONS)
     def on_review(event: Event) -> None:
-        pr = pull_info(event.payload["pull_request"])
+        pr = _pull(event)
         if pr.state != "open":
             return
         pipeline.run(client_for(event), pr, scope="approval", delivery_id=event.delivery_id)

@@ -525,3 +525,33 @@ def test_signed_real_deliveries_with_hostile_fields_never_crash(settings, fake, 
     hypothesis.event("stored: " + ",".join(sorted(deps.inbox.counts())))
     for d in deps.inbox.list(status="dead"):
         hypothesis.event("dead: " + (d.last_error or "")[:150])
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("number", True),
+        ("number", 2.5),
+        ("number", "2"),
+        ("head", {"sha": 123}),
+        ("head", {"sha": "../../etc"}),
+        ("base", {"sha": "f" * 40, "ref": ["main"]}),
+        ("user", "mallory"),
+    ],
+)
+def test_malformed_pull_request_fields_are_dead_lettered_without_github_calls(
+    settings, fake, field, value
+):
+    """Signed but with a wrong type where a SHA or number belongs: nothing reaches GitHub."""
+    client, deps = _client(settings)
+    payload = webhook_fixture("pull_request.opened")
+    payload["pull_request"][field] = value
+    r = post(client, "pull_request", json.dumps(payload).encode())
+    assert r.status_code in (202, 400)
+    deps.worker.drain()
+    if field == "user":  # a missing author is tolerated: the author simply never approves
+        return
+    assert not [c for c in fake.calls if c[0] in ("POST", "PATCH")], fake.calls
+    if r.status_code == 202:
+        (dead,) = deps.inbox.list(status="dead")
+        assert "unreadable delivery" in (dead.last_error or "")
