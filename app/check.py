@@ -92,7 +92,14 @@ def discover_plan_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[I
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in PLAN_SUFFIXES and p.is_file())
+            # hidden folders (.github/, .git/, .venv/) never hold plans: `check .` skips them
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in PLAN_SUFFIXES
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not found:
                 issues.append(
                     Issue(

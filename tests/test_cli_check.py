@@ -129,3 +129,20 @@ def test_check_without_paths_is_a_usage_error(capsys):
         main(["check"])
     assert exc.value.code == 2
     assert "PATH" in capsys.readouterr().err
+
+
+def test_directory_search_skips_hidden_folders(tmp_path, capsys, monkeypatch):
+    """`plangate check .` must not treat workflow files under .github/ as plans."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "plans").mkdir()
+    shutil.copy(root / "plans" / "local-hello.yaml", tmp_path / "plans" / "local-hello.yaml")
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {}\n")
+    monkeypatch.chdir(tmp_path)
+    main(["check", ".", "--policies", str(root / "policies"), "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert [p["path"] for p in report["plans"]] == ["plans/local-hello.yaml"]
+    assert not [e for e in report["errors"] if ".github" in e["path"]]
