@@ -13,9 +13,11 @@ no I/O). Shape (documented in docs/attestations.md)::
      "subject": [{"name": "plans/db.yaml", "digest": {"sha256": "<plan digest hex>"}}],
      "predicateType": "https://plangate.dev/attestations/run/v1",
      "predicate": {"planId": ..., "runId": ..., "status": ..., "reason": ...,
+                   "correlationId": <run id>,
                    "approvalDigest": "sha256:<hex of the approval envelope bytes>" | null,
                    "steps": [{"id", "status", "attempts"}], "compensations": [...],
-                   "usage": {...}, "startedAt": "...Z", "finishedAt": "...Z"}}
+                   "usage": {...}, "startedAt": "...Z", "finishedAt": "...Z",
+                   "invocation": {"kind": "local" | "github-actions", ...} (optional)}}
 
 The payload is RFC 8785 canonical JSON (``app.plan.digest.canonical_json``).
 """
@@ -25,16 +27,18 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.approvals.attest import INTOTO_PAYLOAD_TYPE, STATEMENT_TYPE, DigestSet
+from app.approvals.attest import INTOTO_PAYLOAD_TYPE, STATEMENT_TYPE, DigestSet, storage_path
+from app.errors import AttestationError
 from app.plan.digest import canonical_json
 
 if TYPE_CHECKING:  # the port only: signing backends are adapters, chosen at the edge
-    from app.signing.base import Signer
+    from app.signing.base import Signer, SignerRef
 
 __all__ = [
     "RUN_PREDICATE_TYPE",
@@ -43,9 +47,13 @@ __all__ = [
     "RunStatement",
     "RunSubject",
     "StepRecord",
+    "VerifiedRun",
     "approval_digest",
     "build_run_statement",
+    "check_run_statement",
+    "parse_run_statement",
     "run_attestation_path",
+    "run_storage_path",
     "sign_run_statement",
     "statement_from_result",
 ]
@@ -90,6 +98,9 @@ class CompensationRecord(_Model):
 class RunPredicate(_Model):
     plan_id: str = Field(alias="planId")
     run_id: str = Field(alias="runId", pattern=_RUN_ID.pattern)
+    #: the correlation id on every audit event, log line and action request of the run (today
+    #: the run id itself; named separately so a consumer never has to know that)
+    correlation_id: str | None = Field(None, alias="correlationId")
     status: str
     reason: str = ""
     approval_digest: str | None = Field(None, alias="approvalDigest", pattern=_SHA256_PATTERN)
@@ -98,6 +109,9 @@ class RunPredicate(_Model):
     usage: dict[str, Any] = Field(default_factory=dict)
     started_at: str = Field(alias="startedAt")
     finished_at: str = Field(alias="finishedAt")
+    #: where it ran: ``{"kind": "local"}`` or ``{"kind": "github-actions", "repository",
+    #: "workflowRun", "commit", "pullRequest"}`` (informational; the signer is the identity)
+    invocation: dict[str, Any] | None = None
 
 
 class RunStatement(_Model):
@@ -135,6 +149,7 @@ def build_run_statement(
     started_at: datetime,
     finished_at: datetime,
     approval: str | None,
+    invocation: dict[str, Any] | None = None,
 ) -> RunStatement:
     """Build (and so validate) a run statement. ``approval`` is ``approval_digest(...)`` of the
     approval document the run was gated on, or None when none was verified (nothing mutating
@@ -146,6 +161,7 @@ def build_run_statement(
         predicate=RunPredicate(
             planId=plan_id,
             runId=run_id,
+            correlationId=run_id,
             status=status,
             reason=reason,
             approvalDigest=approval,
@@ -154,6 +170,7 @@ def build_run_statement(
             usage=dict(usage),
             startedAt=_utc_z(started_at),
             finishedAt=_utc_z(finished_at),
+            invocation=invocation,
         ),
     )
 
@@ -165,6 +182,7 @@ def statement_from_result(
     started_at: datetime,
     finished_at: datetime,
     approval: str | None,
+    invocation: dict[str, Any] | None = None,
 ) -> RunStatement:
     """The statement for an ``app.execute.result.RunResult`` (duck-typed: the core does not
     import the executor). Steps are listed in the result's (plan) order."""
@@ -189,6 +207,7 @@ def statement_from_result(
         started_at=started_at,
         finished_at=finished_at,
         approval=approval,
+        invocation=invocation,
     )
 
 
@@ -206,3 +225,119 @@ def run_attestation_path(plan_digest: str, run_id: str, kind: str = "dsse") -> s
         raise ValueError(f"unknown attestation kind {kind!r}")
     hex_digest = DigestSet(sha256=plan_digest).sha256
     return f"local/{hex_digest}.run-{run_id}.{kind}.json"
+
+
+def run_storage_path(pr_number: int, head_sha: str, run_id: str, kind: str) -> str:
+    """Path on the attestation branch, beside the approval of the same pull request head:
+    ``pr-<N>/<head-sha>.run-<run id>.<kind>.json``; the approval is ``<head-sha>.<kind>.json``.
+    """
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"run id {run_id!r} is not usable in a file name")
+    approval = storage_path(pr_number, head_sha, kind)
+    return approval.removesuffix(f".{kind}.json") + f".run-{run_id}.{kind}.json"
+
+
+# --- verification (pure: the signature step is done by the caller, see run_verify.py) -------
+
+_RETRY_HINT = "the run attestation is not valid for this plan: do not rely on it"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedRun:
+    """A run statement that passed every check, who signed it, and what it is bound to."""
+
+    statement: RunStatement
+    signer: SignerRef
+    #: the approval document's digest it names, when the caller had that document to compare
+    approval_checked: bool
+
+    @property
+    def predicate(self) -> RunPredicate:
+        return self.statement.predicate
+
+    def summary(self) -> str:
+        p = self.predicate
+        steps = p.steps
+        done = sum(1 for s in steps if s.status in ("succeeded", "skipped"))
+        bound = (
+            f"bound to approval {p.approval_digest}"
+            + (" (checked)" if self.approval_checked else "")
+            if p.approval_digest
+            else "no approval recorded"
+        )
+        return (
+            f"{self.statement.subject[0].name}: run {p.run_id} verified: status {p.status}, "
+            f"{done}/{len(steps)} steps done, {len(p.compensations)} compensation(s), {bound}; "
+            f"signed by {self.signer.describe()}; {p.started_at} .. {p.finished_at}"
+        )
+
+
+def parse_run_statement(payload_type: str, payload: bytes, *, source: str) -> RunStatement:
+    """Signed bytes -> a valid ``RunStatement`` (raises ``AttestationError``)."""
+    if payload_type != INTOTO_PAYLOAD_TYPE:
+        raise AttestationError(
+            f"{source}: payload type is {payload_type!r}, expected {INTOTO_PAYLOAD_TYPE!r}",
+            check="payload_type",
+            hint=_RETRY_HINT,
+        )
+    try:
+        return RunStatement.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise AttestationError(
+            f"{source}: not a Plangate run statement ({RUN_PREDICATE_TYPE}): {where}: "
+            f"{first['msg']}",
+            check="statement",
+            hint=_RETRY_HINT,
+        ) from exc
+
+
+def check_run_statement(
+    statement: RunStatement,
+    *,
+    plan_path: str | None,
+    plan_digest: str,
+    approval_document: bytes | None,
+    run_id: str | None = None,
+    source: str,
+) -> bool:
+    """The binding checks: this plan digest (and path), this run, this approval.
+
+    ``approval_document`` is the approval attestation exactly as stored: when given, the run
+    must name its digest (a run that recorded no approval, or another one, is refused). Returns
+    whether the approval binding was checked.
+    """
+    subject = statement.subject[0]
+    if "sha256:" + subject.digest.sha256 != plan_digest:
+        raise AttestationError(
+            f"{source}: the run attestation is for plan digest sha256:{subject.digest.sha256}, "
+            f"not {plan_digest}",
+            check="digest",
+            hint="the plan changed since that run; each plan digest has its own runs",
+        )
+    if plan_path is not None and subject.name != plan_path:
+        raise AttestationError(
+            f"{source}: the run attestation names plan {subject.name!r}, not {plan_path!r}",
+            check="subject",
+            hint="verify the plan at the path it ran from",
+        )
+    if run_id is not None and statement.predicate.run_id != run_id:
+        raise AttestationError(
+            f"{source}: the run attestation is for run {statement.predicate.run_id!r}, "
+            f"not {run_id!r}",
+            check="run",
+        )
+    if approval_document is None:
+        return False
+    expected = approval_digest(approval_document)
+    recorded = statement.predicate.approval_digest
+    if recorded != expected:
+        raise AttestationError(
+            f"{source}: the run names approval {recorded or '(none)'}, but the approval "
+            f"attestation for this plan digest is {expected}",
+            check="approval",
+            hint="the run was not gated on this approval (or the approval was replaced); "
+            "compare the approval history on the attestation branch",
+        )
+    return True

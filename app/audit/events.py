@@ -77,6 +77,10 @@ EventType = Literal[
     "budget.exceeded",
     "run.finished",
     "incident.opened",
+    # the signed run attestation (what ran) and where it is stored
+    "run.attested",
+    # a retry/cancel request (queue ownership), allowed or denied, with the policy rule
+    "queue.requested",
 ]
 #: every lifecycle event type, in lifecycle order (for CLI choices and docs)
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)

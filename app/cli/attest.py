@@ -125,6 +125,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--sigstore-instance", choices=("production", "staging"))
     verify.add_argument("--policies", type=Path, default=Path("policies"), metavar="DIR")
     verify.add_argument("--policy-digest", default=None, metavar="sha256:HEX")
+    verify.add_argument(
+        "--run",
+        default=None,
+        metavar="RUN_ID",
+        help="also verify the run attestation of this run (what ran), bound to the approval",
+    )
+    verify.add_argument("--run-attestation", type=Path, default=None, metavar="FILE")
     verify.set_defaults(func=run_verify)
 
 
@@ -357,10 +364,17 @@ def run_verify(args: argparse.Namespace) -> int:
             expected_policy_digest=args.policy_digest or policy_dir_digest(args.policies),
             source=str(path),
         )
+        run = None
+        if args.run or args.run_attestation:  # what ran, bound to this exact approval document
+            from app.cli.verify_run import verify_local_run
+
+            run = verify_local_run(args, loaded, trust, document, _repo_path(Path(loaded.path)))
     except AttestationError as exc:
         print(f"plangate verify: FAILED check '{exc.check}': {exc.diagnostics()}", file=sys.stderr)
         return 1
     print(verified.summary())
+    if run is not None:
+        print(run.summary())
     return 0
 
 

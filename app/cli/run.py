@@ -35,8 +35,6 @@ from app.actions.registry import default_registry
 from app.approvals.run_attest import (
     approval_digest,
     run_attestation_path,
-    sign_run_statement,
-    statement_from_result,
 )
 from app.audit.errors import AuditError
 from app.audit.events import Actor
@@ -263,8 +261,11 @@ def _attest_run(  # type: ignore[no-untyped-def]
     started_at: datetime,
     finished_at: datetime,
 ) -> Path | None:
-    """Sign what ran (``app.approvals.run_attest``) with the local key and store it beside the
-    approval. Never changes the run's outcome: a failure to attest is reported on stderr."""
+    """Sign what ran (``app.approvals.run_attest``) with the local key, store it beside the
+    approval and record ``run.attested`` in the audit trail. Never changes the run's outcome: a
+    failure to attest is reported on stderr."""
+    from app.execute.run_attestation import record_attested, sign_run
+
     key_path = args.signing_key or DEFAULT_SIGNING_KEY
     if args.signing_key is None and not key_path.exists():
         return None
@@ -274,23 +275,41 @@ def _attest_run(  # type: ignore[no-untyped-def]
         if isinstance(gate, LocalAttestationGate) and gate.last is not None:
             _, document = read_local(directory, loaded.digest, plan=loaded.path)
             approval = approval_digest(document)
-        statement = statement_from_result(
+        signed = sign_run(
             result,
+            LocalKeySigner(load_private_key(key_path)),
             plan_path=_repo_path(loaded.path),
             started_at=started_at,
             finished_at=finished_at,
             approval=approval,
+            invocation={"kind": "local", "user": _local_user()},
         )
-        signed = sign_run_statement(statement, LocalKeySigner(load_private_key(key_path)))
         path = directory / run_attestation_path(loaded.digest, result.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(signed)
+        tmp.write_bytes(signed.document)
         tmp.replace(path)
     except (PlangateError, OSError, ValueError) as exc:
         print(f"plangate: warning: the run was not attested: {exc}", file=sys.stderr)
         return None
     print(f"plangate: run attestation: {path}", file=sys.stderr)
+    data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir
+    try:
+        store = _audit_store(args, data_dir)
+        try:
+            record_attested(
+                store,
+                signed,
+                location=str(path),
+                actor=Actor(kind="user", id=_local_user()),
+                now=lambda: datetime.now(UTC),
+                team=loaded.plan.team,
+                environment=loaded.plan.environment,
+            )
+        finally:
+            store.close()
+    except (PlangateError, OSError) as exc:
+        print(f"plangate: warning: run.attested not recorded in the audit: {exc}", file=sys.stderr)
     return path
 
 

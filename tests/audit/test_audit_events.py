@@ -62,6 +62,7 @@ def test_every_lifecycle_event_type_from_the_issue():
         "step.succeeded", "step.failed", "step.retried", "breaker.opened", "breaker.closed",
         "canary.passed", "canary.aborted", "compensation.started", "compensation.succeeded",
         "compensation.failed", "budget.exceeded", "run.finished", "incident.opened",
+        "run.attested", "queue.requested",
     }  # fmt: skip
 
 

@@ -160,3 +160,103 @@ def test_plangate_run_writes_a_signed_run_attestation(repo, capsys):
 def test_plangate_run_without_a_key_is_not_attested(repo, capsys):
     assert main(["run", PLAN, "--format", "json", "--unsafe-no-approval"]) == 0
     assert not (repo / ".plangate" / "attestations").exists()
+
+
+# --- verification: plangate verify --run, tampering, the approval binding, the audit event ------
+
+
+def _run_attested(repo, capsys) -> tuple[str, str, Path, Path]:
+    assert main(["keygen"]) == 0
+    assert main(["attest", PLAN, "--approver", "alice"]) == 0
+    capsys.readouterr()
+    assert main(["run", PLAN, "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    local = repo / ".plangate" / "attestations" / "local"
+    hex_digest = out["digest"].removeprefix("sha256:")
+    run_doc = local / f"{hex_digest}.run-{out['run_id']}.dsse.json"
+    return out["digest"], out["run_id"], run_doc, local / f"{hex_digest}.dsse.json"
+
+
+def test_plangate_verify_run_checks_what_ran_and_who_approved(repo, capsys):
+    _, run_id, _, _ = _run_attested(repo, capsys)
+    assert main(["verify", PLAN, "--run", run_id]) == 0
+    out = capsys.readouterr().out
+    assert "attestation verified" in out  # who approved
+    assert f"run {run_id} verified: status succeeded" in out  # what ran
+    assert "(checked)" in out  # bound to the approval document just verified
+
+
+def test_tampered_run_attestation_is_rejected(repo, capsys):
+    _, run_id, run_doc, _ = _run_attested(repo, capsys)
+    envelope = json.loads(run_doc.read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement["predicate"]["status"] = "succeeded"
+    statement["predicate"]["steps"] = []  # hide what ran
+    envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    run_doc.write_text(json.dumps(envelope))
+    assert main(["verify", PLAN, "--run", run_id]) == 1
+    assert "FAILED check 'signature'" in capsys.readouterr().err
+
+
+def test_run_attestation_must_name_the_approval_it_ran_under(repo, capsys):
+    _, run_id, _, approval = _run_attested(repo, capsys)
+    # a second, different approval replaces the first: the run was not gated on this one
+    assert main(["attest", PLAN, "--approver", "bob", "--ttl", "2d"]) == 0
+    capsys.readouterr()
+    assert approval.exists()
+    assert main(["verify", PLAN, "--run", run_id]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED check 'approval'" in err and "names approval sha256:" in err
+
+
+def test_run_attestation_of_another_plan_digest_is_rejected(repo, capsys):
+    digest, run_id, run_doc, _ = _run_attested(repo, capsys)
+    from app.approvals.run_verify import verify_run_attestation
+
+    pub = (repo / ".plangate" / "keys" / "approval.pem.pub").read_text()
+    trust = Trust(keys=(TrustedKey(public_key_pem=pub, name="local"),))
+    ok = verify_run_attestation(run_doc.read_bytes(), trust, plan_digest=digest, run_id=run_id)
+    assert ok.predicate.correlation_id == run_id
+    with pytest.raises(AttestationError, match="not sha256:") as info:
+        verify_run_attestation(run_doc.read_bytes(), trust, plan_digest="sha256:" + "0" * 64)
+    assert info.value.check == "digest"
+    with pytest.raises(AttestationError) as info:
+        verify_run_attestation(run_doc.read_bytes(), trust, plan_digest=digest, run_id="other")
+    assert info.value.check == "run"
+    # an approval statement is not a run statement, even when signed by the same key
+    approval_doc = (
+        repo
+        / ".plangate"
+        / "attestations"
+        / "local"
+        / f"{digest.removeprefix('sha256:')}.dsse.json"
+    ).read_bytes()
+    with pytest.raises(AttestationError) as info:
+        verify_run_attestation(approval_doc, trust, plan_digest=digest)
+    assert info.value.check == "statement"
+
+
+def test_missing_run_attestation_names_where_it_looked(repo, capsys):
+    _run_attested(repo, capsys)
+    assert main(["verify", PLAN, "--run", "nosuchrun"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED check 'missing'" in err and ".run-nosuchrun." in err
+
+
+def test_run_attested_event_ties_the_audit_trail_to_the_document(repo, capsys):
+    import hashlib
+
+    from app.audit.git_store import GitAuditStore
+
+    _, run_id, run_doc, _ = _run_attested(repo, capsys)
+    store = GitAuditStore(repo)
+    try:
+        events = [e for e in store.events() if e.correlation_id == run_id]
+        assert store.verify().ok
+    finally:
+        store.close()
+    (attested,) = [e for e in events if e.type == "run.attested"]
+    assert events[-1].type == "run.attested"  # after run.finished
+    expected = "sha256:" + hashlib.sha256(run_doc.read_bytes()).hexdigest()
+    assert attested.payload["attestation_digest"] == expected
+    assert attested.payload["location"].endswith(run_doc.name)
