@@ -45,6 +45,12 @@ class Settings(BaseModel):
         "(`plangate keygen`); without it plangate/approval never passes",
     )
 
+    database_url: SecretStr | None = Field(
+        None,
+        description="PLANGATE_DATABASE_URL (postgresql://...): inbox and run state in PostgreSQL, "
+        "shared by several `plangate serve` replicas; unset: SQLite under PLANGATE_DATA_DIR",
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -97,6 +103,15 @@ class Settings(BaseModel):
             values["github_token"] = env["GITHUB_TOKEN"]
         if env.get("PLANGATE_SIGNING_KEY_PATH"):
             values["signing_key_path"] = env["PLANGATE_SIGNING_KEY_PATH"]
+        if env.get("PLANGATE_DATABASE_URL"):
+            db_url = env["PLANGATE_DATABASE_URL"]
+            if not db_url.startswith(("postgresql://", "postgres://")):
+                raise InputError(
+                    "PLANGATE_DATABASE_URL is not a postgresql:// URL",
+                    hint="use postgresql://USER:PASSWORD@HOST:5432/DBNAME, or unset it for "
+                    "SQLite under PLANGATE_DATA_DIR",
+                )
+            values["database_url"] = db_url
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

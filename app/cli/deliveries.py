@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "deliveries",
         help="inspect, retry and recover webhook deliveries",
-        description="The server's durable webhook inbox (PLANGATE_DATA_DIR/inbox.sqlite3).",
+        description="The server's durable webhook inbox (PLANGATE_DATABASE_URL, else "
+        "PLANGATE_DATA_DIR/inbox.sqlite3).",
     )
     sub = parser.add_subparsers(dest="deliveries_command", metavar="ACTION")
     sub.required = True
@@ -49,8 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _inbox(settings: Settings):
-    from app.server.inbox import Inbox
+    from app.server.inbox import Inbox, open_inbox
 
+    if settings.database_url is not None:  # the replicas' shared PostgreSQL inbox
+        return open_inbox(settings)
     path = settings.data_dir / "inbox.sqlite3"
     if not path.exists():
         raise InputError(
@@ -91,7 +94,7 @@ def run_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"webhook deliveries ({inbox.path})")
+    table = Table(title=f"webhook deliveries ({inbox.location})")
     for col in ("id", "event", "pull request", "status", "attempts", "received", "last error"):
         table.add_column(col, overflow="fold")
     for d in rows:
@@ -141,7 +144,7 @@ def parse_since(text: str, *, now: datetime) -> datetime:
 
 def run_recover(args: argparse.Namespace) -> int:
     from app.github.auth import AppCredentials, InstallationTokens
-    from app.server.inbox import Inbox
+    from app.server.inbox import open_inbox
     from app.server.recovery import recover_deliveries
 
     settings = Settings.from_env()
@@ -159,7 +162,7 @@ def run_recover(args: argparse.Namespace) -> int:
         )
     )
     report = recover_deliveries(
-        tokens.app_transport, Inbox.in_dir(settings.data_dir), since=since, dry_run=args.dry_run
+        tokens.app_transport, open_inbox(settings), since=since, dry_run=args.dry_run
     )
     verb = "would redeliver" if args.dry_run else "redelivery requested for"
     print(f"scanned {report.scanned} deliveries since {since.isoformat()}")

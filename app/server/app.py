@@ -34,7 +34,7 @@ from app.server.approval import ApprovalAttester, web_url_for
 from app.server.deployment import DeploymentGate
 from app.server.evaluate import Evaluator, NotConfiguredEvaluator, PullRequestPipeline
 from app.server.handlers import RepoClients, build_router
-from app.server.inbox import Inbox
+from app.server.inbox import InboxStore, open_inbox
 from app.server.ingest import GroupCommitter
 from app.server.webhooks import Event, MalformedDelivery, Router, verify_signature
 from app.server.worker import Worker, WorkerPolicy
@@ -65,7 +65,7 @@ _INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
 class Deps:
     """Everything the server needs, built once (``from_settings``) or by a test."""
 
-    inbox: Inbox
+    inbox: InboxStore
     router: Router
     worker: Worker
     registry: CollectorRegistry = field(default_factory=lambda: metrics.REGISTRY)
@@ -94,7 +94,8 @@ class Deps:
         seconds_between_writes: float | None = None,
         signer: Signer | None = None,
     ) -> Deps:
-        """Production wiring: inbox under ``PLANGATE_DATA_DIR``, App auth, the evaluator.
+        """Production wiring: the inbox (``PLANGATE_DATABASE_URL``, else SQLite under
+        ``PLANGATE_DATA_DIR``), App auth, the evaluator.
 
         Without an ``evaluator`` the policy, cost and approval checks fail ("policy engine not
         configured"): fail closed. ``durable=False`` trades power-loss safety of acknowledged
@@ -105,7 +106,7 @@ class Deps:
         """
         _require_secret(settings)  # before anything touches the disk
         signer = _signer(settings, signer)  # an unreadable key stops start-up
-        inbox = Inbox.in_dir(settings.data_dir, durable=durable)
+        inbox = open_inbox(settings, durable=durable)
         if clients is None:
             clients = app_clients(
                 settings,

@@ -35,7 +35,7 @@ from app.github.pull import GitHubPullContext
 from app.observability import metrics
 from app.plan.loader import LoadedPlan, load_plan_bytes
 from app.server.approval import ApprovalFacts, AttestationsNotConfigured, Attester
-from app.server.inbox import Inbox
+from app.server.inbox import InboxStore
 
 __all__ = [
     "Evaluation",
@@ -144,7 +144,7 @@ class PullRequestPipeline:
         self,
         *,
         evaluator: Evaluator,
-        inbox: Inbox,
+        inbox: InboxStore,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         details_url: str | None = None,
         attester: Attester | None = None,

@@ -23,7 +23,7 @@ from typing import Any
 from app.github.client import PullRequestInfo, RepoClient, pull_info
 from app.server.deployment import DeploymentGate
 from app.server.evaluate import POLICIES_DIR, PullRequestPipeline
-from app.server.inbox import Inbox
+from app.server.inbox import InboxStore
 from app.server.webhooks import Event, MalformedDelivery, Router
 
 __all__ = ["PR_ACTIONS", "RepoClients", "build_router"]
@@ -55,7 +55,7 @@ def _pull(event: Event) -> PullRequestInfo:
 def build_router(
     *,
     pipeline: PullRequestPipeline,
-    inbox: Inbox,
+    inbox: InboxStore,
     clients: RepoClients,
     clock: Callable[[], float],
     deployments: DeploymentGate | None = None,

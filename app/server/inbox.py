@@ -14,6 +14,11 @@ earlier unfinished delivery, which gives per-pull-request ordering with several 
 The log also remembers which check runs each delivery created (per repo, head SHA and name), so
 a retried delivery updates the runs it already created instead of creating a second set, and
 the App installations seen in ``installation`` events.
+
+``InboxStore`` is the port the server consumes; ``Inbox`` (this module, SQLite: one host) and
+``PostgresInbox`` (``app.server.inbox_pg``: several ``plangate serve`` replicas sharing one
+database, claims leased) implement it, and ``open_inbox`` picks one from the settings. Both pass
+the same behavioural tests (tests/server/test_server_inbox.py).
 """
 
 from __future__ import annotations
@@ -21,17 +26,20 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from app.dashboard.data import DeadLetter
 from app.server.webhooks import Event, order_key
 
-__all__ = ["SUPERSEDING_EVENTS", "Delivery", "Inbox", "Status"]
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+__all__ = ["SUPERSEDING_EVENTS", "Delivery", "Inbox", "InboxStore", "Status", "open_inbox"]
 
 Status = Literal["queued", "processing", "done", "dead", "superseded"]
 
@@ -112,6 +120,85 @@ class Delivery:
         return Event.from_body(self.event, self.id, self.body)
 
 
+class InboxStore(Protocol):
+    """The durable delivery log the webhook endpoint, the worker and the CLI use.
+
+    Every write commits before it returns (a 202 means stored). Times are the caller's clock
+    (seconds). Errors: whatever the backend raises (the endpoint answers 5xx, the worker backs
+    off); a duplicate delivery id is a ``False`` return, never an error.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the log lives, for people (a path, or a URL without password)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def add(self, event: Event, body: bytes, *, now: float) -> bool:
+        """Store one delivery; False for an id already stored. Supersedes older-head work."""
+        ...
+
+    def add_many(self, items: list[tuple[Event, bytes, float]]) -> list[bool]:
+        """``add`` for several deliveries in one transaction (group commit)."""
+        ...
+
+    def claim(self, *, now: float) -> Delivery | None:
+        """The oldest ready delivery, marked ``processing`` (attempts + 1); each handed out once.
+
+        Ready: queued and due, and no earlier unfinished delivery with the same ordering key.
+        """
+        ...
+
+    def complete(self, delivery_id: str, *, now: float) -> None: ...
+
+    def fail(self, delivery_id: str, error: str, *, retry_at: float | None, now: float) -> None:
+        """A failed attempt: queued again at ``retry_at``, or ``dead`` if None."""
+        ...
+
+    def resume(self, *, now: float | None = None) -> int:
+        """At start: queue again what a dead process left ``processing``; returns how many."""
+        ...
+
+    def retry(self, delivery_id: str) -> bool: ...
+
+    def get(self, delivery_id: str) -> Delivery | None: ...
+
+    def list(self, *, status: str | None = None, limit: int = 50) -> list[Delivery]: ...
+
+    def dead_lettered(self, limit: int) -> list[DeadLetter]: ...
+
+    def depth(self) -> int: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def next_due(self) -> float | None: ...
+
+    def check_run_id(self, delivery_id: str, repo: str, head_sha: str, name: str) -> int | None: ...
+
+    def has_check_runs(self, repo: str, head_sha: str) -> bool: ...
+
+    def remember_check_run(
+        self, delivery_id: str, repo: str, head_sha: str, name: str, check_run_id: int
+    ) -> None: ...
+
+    def record_installation(
+        self, installation_id: int, *, account: str | None, status: str, now: float
+    ) -> None: ...
+
+    def installation_status(self, installation_id: int) -> str | None: ...
+
+
+def open_inbox(settings: Settings, *, durable: bool = True) -> InboxStore:
+    """The inbox the settings name: PostgreSQL if ``PLANGATE_DATABASE_URL`` is set, else SQLite
+    under ``PLANGATE_DATA_DIR``."""
+    if settings.database_url is not None:
+        from app.server.inbox_pg import PostgresInbox
+
+        return PostgresInbox(settings.database_url.get_secret_value())
+    return Inbox.in_dir(settings.data_dir, durable=durable)
+
+
 def _pushed_past(db: sqlite3.Connection, key: str, head: str, seq: int | None) -> str | None:
     """The id of an earlier ``synchronize`` of this pull request that moved it away from ``head``.
 
@@ -124,9 +211,14 @@ def _pushed_past(db: sqlite3.Connection, key: str, head: str, seq: int | None) -
         "AND action='synchronize' AND head_sha<>? AND seq<?",
         (key, head, seq),
     )
+    return moved_away_from(rows, head)
+
+
+def moved_away_from(rows: Iterable[tuple[object, bytes]], head: str) -> str | None:
+    """Of earlier synchronize deliveries ``(id, body)``, the one whose ``before`` is ``head``."""
     for delivery_id, body in rows:
         try:
-            before = json.loads(body).get("before")
+            before = json.loads(bytes(body)).get("before")
         except (ValueError, AttributeError):
             continue
         if before == head:
@@ -161,6 +253,10 @@ class Inbox:
     @classmethod
     def in_dir(cls, data_dir: Path, *, durable: bool = True) -> Inbox:
         return cls(Path(data_dir) / "inbox.sqlite3", durable=durable)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -284,8 +380,11 @@ class Inbox:
                     (error[:2000], retry_at, delivery_id),
                 )
 
-    def resume(self) -> int:
-        """After a crash: deliveries left ``processing`` are queued again. Returns how many."""
+    def resume(self, *, now: float | None = None) -> int:
+        """After a crash: deliveries left ``processing`` are queued again. Returns how many.
+
+        One host, one server: whatever is ``processing`` at start was left by a dead process.
+        """
         with self._tx() as db:
             return db.execute(
                 "UPDATE deliveries SET status='queued' WHERE status='processing'"

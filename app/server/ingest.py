@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 
-from app.server.inbox import Inbox
+from app.server.inbox import InboxStore
 from app.server.webhooks import Event
 
 __all__ = ["GroupCommitter"]
 
 
 class GroupCommitter:
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: InboxStore) -> None:
         self.inbox = inbox
         self._batch: list[tuple[Event, bytes, float, asyncio.Future[bool]]] = []
         self.batches = 0

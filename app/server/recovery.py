@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from app.github.client import RestTransport
-from app.server.inbox import Inbox
+from app.server.inbox import InboxStore
 
 __all__ = ["RecoveryReport", "recover_deliveries"]
 
@@ -40,7 +40,7 @@ def _ok(item: Mapping[str, Any]) -> bool:
 
 
 def recover_deliveries(
-    transport: RestTransport, inbox: Inbox, *, since: datetime, dry_run: bool = False
+    transport: RestTransport, inbox: InboxStore, *, since: datetime, dry_run: bool = False
 ) -> RecoveryReport:
     """Redeliver failed deliveries since ``since`` (newest first, stops at older pages)."""
     report = RecoveryReport(dry_run=dry_run)

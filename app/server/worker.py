@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import GitHubError, GitHubUnavailable, RateLimited
 from app.observability import metrics
-from app.server.inbox import Delivery, Inbox
+from app.server.inbox import Delivery, InboxStore
 from app.server.webhooks import Event, MalformedDelivery
 
 __all__ = ["Worker", "WorkerPolicy"]
@@ -51,7 +51,7 @@ class Worker:
     def __init__(
         self,
         *,
-        inbox: Inbox,
+        inbox: InboxStore,
         dispatch: Callable[[Event], object],
         policy: WorkerPolicy | None = None,
         clock: Callable[[], float] = time.time,

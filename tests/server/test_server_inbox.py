@@ -1,14 +1,45 @@
-"""The durable inbox: dedupe, per-PR ordering, coalescing, group commit, recovery."""
+"""The durable inbox: dedupe, per-PR ordering, coalescing, group commit, recovery.
+
+Every behavioural test runs against both backends (``open_store``: SQLite in ``tmp_path``, and
+PostgreSQL in a fresh database of the session's throwaway cluster, see tests/pgcluster.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Callable, Iterator
 
+import pytest
 from srvkit import webhook_fixture
 
-from app.server.inbox import Inbox
+from app.server.inbox import Inbox, InboxStore
 from app.server.webhooks import Event
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request, tmp_path) -> Iterator[Callable[[], InboxStore]]:
+    """Opens the inbox (again, for restart tests) on one shared location of the backend."""
+    opened: list[InboxStore] = []
+    if request.param == "sqlite":
+
+        def factory() -> InboxStore:
+            opened.append(Inbox.in_dir(tmp_path))
+            return opened[-1]
+    else:
+        from app.server.inbox_pg import PostgresInbox
+
+        url = request.getfixturevalue("pg_url")
+
+        def factory() -> InboxStore:
+            opened.append(PostgresInbox(url, heartbeat=False))
+            return opened[-1]
+
+    yield factory
+    for store in opened:
+        with contextlib.suppress(Exception):  # already closed by the test
+            store.close()
 
 
 def _event(delivery: str, *, number: int = 2, sha: str = "a" * 40, name="pull_request") -> Event:
@@ -18,19 +49,19 @@ def _event(delivery: str, *, number: int = 2, sha: str = "a" * 40, name="pull_re
     return Event(name, delivery, payload)
 
 
-def _add(inbox: Inbox, event: Event, now: float = 1.0) -> bool:
+def _add(inbox: InboxStore, event: Event, now: float = 1.0) -> bool:
     return inbox.add(event, json.dumps(dict(event.payload)).encode(), now=now)
 
 
-def test_same_delivery_id_stored_once(tmp_path):
-    inbox = Inbox.in_dir(tmp_path)
+def test_same_delivery_id_stored_once(open_store):
+    inbox = open_store()
     assert _add(inbox, _event("x")) is True
     assert _add(inbox, _event("x")) is False
     assert inbox.counts() == {"queued": 1}
 
 
-def test_per_pull_request_order(tmp_path):
-    inbox = Inbox.in_dir(tmp_path)
+def test_per_pull_request_order(open_store):
+    inbox = open_store()
     _add(inbox, _event("a1", number=1, sha="1" * 40))
     _add(inbox, _event("b1", number=2, sha="2" * 40))
     review = Event("pull_request_review", "a2", webhook_fixture("pull_request_review.submitted"))
@@ -44,8 +75,8 @@ def test_per_pull_request_order(tmp_path):
     assert inbox.claim(now=11).id == "a2"
 
 
-def test_failed_delivery_blocks_its_pr_until_retried(tmp_path):
-    inbox = Inbox.in_dir(tmp_path)
+def test_failed_delivery_blocks_its_pr_until_retried(open_store):
+    inbox = open_store()
     _add(inbox, _event("a1", sha="1" * 40))
     review = Event("pull_request_review", "a2", webhook_fixture("pull_request_review.submitted"))
     _add(inbox, review)
@@ -55,8 +86,8 @@ def test_failed_delivery_blocks_its_pr_until_retried(tmp_path):
     assert inbox.claim(now=100).id == "a1"
 
 
-def test_newer_head_supersedes_queued_older_head(tmp_path):
-    inbox = Inbox.in_dir(tmp_path)
+def test_newer_head_supersedes_queued_older_head(open_store):
+    inbox = open_store()
     _add(inbox, _event("old", sha="1" * 40))
     _add(inbox, _event("other-pr", number=3, sha="1" * 40))
     _add(inbox, _event("new", sha="2" * 40))
@@ -65,24 +96,24 @@ def test_newer_head_supersedes_queued_older_head(tmp_path):
     assert inbox.get("new").status == "queued"
 
 
-def test_review_never_supersedes(tmp_path):
-    inbox = Inbox.in_dir(tmp_path)
+def test_review_never_supersedes(open_store):
+    inbox = open_store()
     _add(inbox, _event("sync", sha="2" * 40))
     review = Event("pull_request_review", "late", webhook_fixture("pull_request_review.submitted"))
     _add(inbox, review)  # a late review for an older head
     assert inbox.get("sync").status == "queued"
 
 
-def test_processing_delivery_is_not_superseded(tmp_path):
-    inbox = Inbox.in_dir(tmp_path)
+def test_processing_delivery_is_not_superseded(open_store):
+    inbox = open_store()
     _add(inbox, _event("old", sha="1" * 40))
     inbox.claim(now=5)
     _add(inbox, _event("new", sha="2" * 40))
     assert inbox.get("old").status == "processing"
 
 
-def test_concurrent_adds_each_stored_once(tmp_path):
-    inbox = Inbox.in_dir(tmp_path)
+def test_concurrent_adds_each_stored_once(open_store):
+    inbox = open_store()
     results: dict[str, list[bool]] = {}
     lock = threading.Lock()
 
@@ -101,18 +132,18 @@ def test_concurrent_adds_each_stored_once(tmp_path):
     assert inbox.counts() == {"queued": 25}
 
 
-def test_stored_delivery_survives_reopen(tmp_path):
-    inbox = Inbox.in_dir(tmp_path)
+def test_stored_delivery_survives_reopen(open_store):
+    inbox = open_store()
     _add(inbox, _event("x"))
     inbox.claim(now=1)
     inbox.close()
-    again = Inbox.in_dir(tmp_path)
+    again = open_store()
     assert again.get("x").status == "processing"
     assert again.resume() == 1
     assert again.claim(now=2).to_event().delivery_id == "x"
 
 
-def test_wal_mode(tmp_path):
+def test_wal_mode_sqlite(tmp_path):
     inbox = Inbox.in_dir(tmp_path)
     import sqlite3
 
@@ -120,12 +151,12 @@ def test_wal_mode(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_group_committer_stores_each_once_and_answers_each_request(tmp_path):
+def test_group_committer_stores_each_once_and_answers_each_request(open_store):
     import asyncio
 
     from app.server.ingest import GroupCommitter
 
-    inbox = Inbox.in_dir(tmp_path)
+    inbox = open_store()
     committer = GroupCommitter(inbox)
     calls: list[int] = []
     original = inbox.add_many

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 from ghfake import Pull
+from pydantic import SecretStr
 from srvkit import BASE, HEAD, PLAN, POLICY, REPO, create_app, make_deps, post, webhook_fixture
 
 from app.github.client import HttpRetry
@@ -12,6 +13,33 @@ from app.server.evaluate import Evaluation, EvaluationRequest, NotConfiguredEval
 from app.server.worker import WorkerPolicy
 
 NAMES = {"plangate/validate", "plangate/policy", "plangate/cost", "plangate/approval"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request, settings, monkeypatch):
+    """Every processing test (retries, dead letters, restarts, coalescing) on both inbox
+    backends: SQLite under the data dir, and PostgreSQL (``PLANGATE_DATABASE_URL``)."""
+    if request.param == "sqlite":
+        yield settings
+        return
+    import app.server.app as server_app
+    from app.server.inbox import open_inbox
+
+    opened = []
+
+    def tracked(*args, **kw):
+        opened.append(open_inbox(*args, **kw))
+        return opened[-1]
+
+    monkeypatch.setattr(server_app, "open_inbox", tracked)
+    url = request.getfixturevalue("pg_url")
+    yield settings.model_copy(update={"database_url": SecretStr(url)})
+    for inbox in opened:
+        inbox.close()
+    # the inbox-depth gauge still points at the last app's inbox: not at a closed one
+    from app.observability import metrics
+
+    metrics.INBOX_DEPTH.set_function(lambda: 0)
 
 
 def _setup(settings, **kw):
