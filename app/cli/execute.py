@@ -77,6 +77,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="push the plangate/audit ref at the end (default: yes)",
     )
+    p.add_argument(
+        "--locks",
+        choices=("github", "local"),
+        default="github",
+        help="where resource locks live: git refs refs/plangate/locks/* in the repository, shared "
+        "by every runner (default), or the runner's own SQLite file (one runner only)",
+    )
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for resources another run holds (default: fail fast)",
+    )
+    p.add_argument(
+        "--attest-run",
+        choices=("auto", "key", "sigstore", "off"),
+        default="auto",
+        help="sign what ran: 'key' with --signing-key / PLANGATE_SIGNING_KEY_PATH, 'sigstore' "
+        "keyless with the job's OIDC identity (needs id-token: write); 'auto' picks the key if "
+        "one is configured, else sigstore if the job can get an OIDC token, else none",
+    )
+    p.add_argument("--signing-key", type=Path, default=None, metavar="PEM")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run_execute)
 
@@ -96,6 +119,7 @@ class ActionsContext:
     workflow: str = "plangate-execute"
     #: GitHub's immutable repository id from the push event (binds attestations across renames)
     repo_id: int | None = None
+    default_branch: str = "main"
 
 
 def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> ActionsContext:
@@ -133,6 +157,7 @@ def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> Ac
         run_url=f"{server}/{repo}/actions/runs/{run_id}" if run_id else None,
         workflow=environ.get("GITHUB_WORKFLOW_REF") or "plangate-execute",
         repo_id=_repo_id(event, repo),
+        default_branch=str((event.get("repository") or {}).get("default_branch") or "main"),
     )
 
 
@@ -283,7 +308,9 @@ def execute(
     environ: Mapping[str, str],
     github: Any | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    run_signer: Callable[[], Any] | None = None,
 ) -> int:
+    """``run_signer`` (tests): makes the signer of run attestations instead of ``--attest-run``."""
     from app.execute import github_mode as gm
     from app.policy.loader import load_policy_dir
 
@@ -297,6 +324,8 @@ def execute(
         return 0
     policy = load_policy_dir(args.policies)  # fail closed: a broken policy is exit 2
     trust = _trust(args, policy)
+    if run_signer is None and not args.dry_run:  # misconfigured signing fails before anything runs
+        run_signer = _run_signer_factory(args, environ, ctx)
     if github is None:
         github = _github(ctx)
     data_dir = Path(args.data_dir) if args.data_dir else _data_dir(environ)
@@ -325,7 +354,19 @@ def execute(
             if pulls is None:
                 pulls = github.pulls_for_commit(ctx.after)
             outcomes.append(
-                _one_plan(args, ctx, github, path, policy, trust, data_dir, now, pulls, check_id)
+                _one_plan(
+                    args,
+                    ctx,
+                    github,
+                    path,
+                    policy,
+                    trust,
+                    data_dir,
+                    now,
+                    pulls,
+                    check_id,
+                    run_signer,
+                )
             )
         if args.push_audit and not args.dry_run:
             notes += _push_audit(ctx)
@@ -360,6 +401,7 @@ def _one_plan(  # type: ignore[no-untyped-def]
     now,
     pulls,
     check_id,
+    run_signer=None,
 ):
     from app.actions.registry import default_registry
     from app.execute import github_mode as gm
@@ -421,15 +463,28 @@ def _one_plan(  # type: ignore[no-untyped-def]
             clock=time.monotonic,
             run_url=ctx.run_url,
         )
-    outcome.result = _run(
-        ctx, github, loaded, policy, data_dir, pr, gm.VerifiedPlanGate(verify), progress
-    )
+    gate = gm.VerifiedPlanGate(verify)
+    started_at = datetime.now(UTC)
+    outcome.result = _run(args, ctx, github, loaded, policy, data_dir, pr, gate, progress)
+    finished_at = datetime.now(UTC)
+    if run_signer is not None:
+        _attest_run(
+            args,
+            ctx,
+            github,
+            loaded,
+            outcome,
+            document if gate.last else None,
+            run_signer,
+            started_at,
+            finished_at,
+        )
     if progress is not None and progress.errors:
         outcome.warnings.append(f"live check-run updates failed: {progress.errors[-1]}")
     return outcome
 
 
-def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # type: ignore[no-untyped-def]
+def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # type: ignore[no-untyped-def]
     from app.actions.registry import default_registry
     from app.audit.events import Actor
     from app.audit.git_store import GitAuditStore
@@ -440,6 +495,7 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # ty
     from app.execute.metrics import MetricsSink
     from app.execute.policy_port import EnginePolicy
     from app.execute.ports import FanoutSink, JsonlEventSink
+    from app.execute.runner import RunOptions
     from app.execute.state import StateStore
     from app.execute.wiring import production_runner, run_until_signalled
 
@@ -472,6 +528,8 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # ty
                 fallback=FileIncidentReporter(data_dir / "incidents"),
             ),
             secrets=_secrets(loaded.plan),
+            locks=_locks(args, ctx, github, state),
+            options=RunOptions(lock_wait=args.lock_wait > 0, lock_wait_timeout=args.lock_wait),
         )
         # a cancelled workflow sends SIGTERM: the check run then completes as failure
         return run_until_signalled(
@@ -483,6 +541,157 @@ def _run(ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # ty
         store.commit()
         store.close()
         state.close()
+
+
+def _locks(args, ctx: ActionsContext, github, state):  # type: ignore[no-untyped-def]
+    """Resource locks shared by every runner: git refs in the repository (docs/executor.md).
+
+    ``--locks local`` keeps them in this runner's SQLite file, which only serialises plans
+    within one job (the workflow's ``concurrency:`` group is then the only line across runs).
+    """
+    import asyncio
+
+    from app.execute.github_locks import GitRefLocks
+    from app.execute.locks import LockManager
+
+    if args.locks == "local":
+        return LockManager(state.conn, now=time.time, sleep=asyncio.sleep, lease=60.0)
+    return GitRefLocks(
+        github.client.transport,
+        ctx.repo,
+        now=time.time,
+        sleep=asyncio.sleep,
+        lease=300.0,
+        run_url=ctx.run_url or "",
+    )
+
+
+def _run_signer_factory(
+    args: argparse.Namespace, environ: Mapping[str, str], ctx: ActionsContext
+) -> Callable[[], Any] | None:
+    """What signs run attestations (``--attest-run``); None: runs are not attested.
+
+    A key is loaded now (a bad key fails before anything runs). The keyless signer is made
+    at the end of each run: the job's OIDC token is short-lived, runs may be long.
+    """
+    from app.settings import Settings
+
+    if args.attest_run == "off":
+        return None
+    key = args.signing_key or Settings.from_env(environ).signing_key_path
+    if key is not None and args.attest_run in ("auto", "key"):
+        from app.signing.local_key import LocalKeySigner, load_private_key
+
+        signer = LocalKeySigner(load_private_key(Path(key)))
+        return lambda: signer
+    if args.attest_run == "key":
+        raise InputError(
+            "--attest-run key: no signing key",
+            hint="pass --signing-key PEM or set PLANGATE_SIGNING_KEY_PATH",
+        )
+    url = environ.get("ACTIONS_ID_TOKEN_REQUEST_URL")
+    token = environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+    if not url or not token:
+        if args.attest_run == "sigstore":
+            raise InputError(
+                "--attest-run sigstore: no Actions OIDC token available",
+                hint="give the job `permissions: id-token: write`",
+            )
+        return None
+    from app.signing import github_workflow_identity
+    from app.signing.sigstore_backend import (
+        SigstoreSigner,
+        check_signing_context,
+        fetch_actions_id_token,
+    )
+
+    check_signing_context(
+        event_name=environ.get("GITHUB_EVENT_NAME", ""),
+        ref=environ.get("GITHUB_REF", ""),
+        default_branch=ctx.default_branch,
+    )
+    workflow_file = ctx.workflow.partition("@")[0].rsplit("/", 1)[-1]
+    if not workflow_file.endswith((".yml", ".yaml")):
+        raise InputError(
+            f"GITHUB_WORKFLOW_REF={ctx.workflow!r} does not name a workflow file",
+            hint="run plangate execute from the plangate-execute workflow",
+        )
+    expected = github_workflow_identity(
+        ctx.repo, workflow_file, ctx.default_branch, server_url=ctx.server_url
+    )
+
+    def make() -> Any:
+        return SigstoreSigner(
+            identity_token=fetch_actions_id_token(request_url=url, request_token=token),
+            expected=expected,
+        )
+
+    return make
+
+
+def _attest_run(  # type: ignore[no-untyped-def]
+    args,
+    ctx: ActionsContext,
+    github,
+    loaded,
+    outcome,
+    approval_document,
+    run_signer,
+    started_at: datetime,
+    finished_at: datetime,
+) -> None:
+    """Sign what ran, store it beside the approval on the attestation branch and record
+    ``run.attested`` in the audit trail. Never changes the run's outcome: a failure is a
+    warning in the check run."""
+    from app.approvals.run_attest import approval_digest, run_storage_path
+    from app.audit.events import Actor
+    from app.audit.git_store import GitAuditStore
+    from app.execute.run_attestation import record_attested, sign_run
+    from app.github.attestations import AttestationStore
+
+    result, pr = outcome.result, outcome.pr
+    try:
+        signed = sign_run(
+            result,
+            run_signer(),
+            plan_path=outcome.path,
+            started_at=started_at,
+            finished_at=finished_at,
+            approval=approval_digest(approval_document) if approval_document else None,
+            invocation={
+                "kind": "github-actions",
+                "repository": ctx.repo,
+                "commit": ctx.after,
+                "pullRequest": pr.number,
+                **({"workflowRun": ctx.run_url} if ctx.run_url else {}),
+            },
+        )
+        where = run_storage_path(pr.number, pr.head_sha, result.run_id, signed.kind)
+        stored = AttestationStore(github.client, branch=args.attestation_branch).store(
+            where,
+            signed.document,
+            message=f"plangate: run {result.run_id} of {outcome.path} ({result.status})",
+        )
+    except (PlangateError, OSError, ValueError) as exc:
+        outcome.warnings.append(f"the run was NOT attested: {exc}")
+        return
+    outcome.attestation = f"`{stored.branch}:{where}` (commit `{stored.commit_sha[:12]}`)"
+    try:
+        store = GitAuditStore(Path.cwd())
+        try:
+            record_attested(
+                store,
+                signed,
+                location=f"{stored.branch}:{where}@{stored.commit_sha}",
+                actor=Actor(kind="workflow", id=ctx.workflow),
+                now=lambda: datetime.now(UTC),
+                team=loaded.plan.team,
+                environment=loaded.plan.environment,
+            )
+        finally:
+            store.close()
+    except (PlangateError, OSError) as exc:
+        outcome.warnings.append(f"run.attested was not recorded in the audit trail: {exc}")
 
 
 def _step_env() -> dict[str, str]:

@@ -382,6 +382,8 @@ class PlanOutcome:
     step_lines: dict[str, int] = field(default_factory=dict)
     #: the plan in the merge commit does not load (a refusal with exit 2, not 1)
     invalid: bool = False
+    #: where the signed run attestation (what ran) was stored, for the check run
+    attestation: str | None = None
 
     @property
     def status(self) -> str:
@@ -474,6 +476,8 @@ def _plan_section(o: PlanOutcome) -> list[str]:
             lines += ["", f"Incident: {r.incident}"]
         if r.runbook is not None:
             lines += ["", "#### Manual rollback runbook", "", "```", r.runbook.render(), "```"]
+        if o.attestation:
+            lines += ["", f"Run attestation (what ran, signed): {o.attestation}"]
         for w in [*r.warnings, *o.warnings]:
             lines.append(f"- warning: {w}")
     lines.append("")

@@ -31,6 +31,7 @@ __all__ = [
     "NoApprovalGate",
     "PolicyVerdict",
     "RecordingIncidents",
+    "ResourceLocks",
     "RuntimePolicy",
     "StaticApprovalGate",
     "StaticPolicy",
@@ -38,6 +39,34 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class ResourceLocks(Protocol):
+    """Leased locks on a plan's ``resources`` (``app.execute.locks.LockManager`` in SQLite
+    locally, ``app.execute.github_locks.GitRefLocks`` across Actions runners).
+
+    ``acquire`` takes all or none and raises ``LockBusy`` (fail fast, or after waiting up to
+    ``wait_timeout``); ``renew`` pushes the holder's leases forward and returns how many it still
+    holds (0 while it held some: the lease was lost); ``release`` never raises.
+    """
+
+    lease: float
+
+    async def acquire(
+        self,
+        resources: Sequence[str],
+        holder: str,
+        plan_id: str,
+        *,
+        wait: bool,
+        wait_timeout: float = ...,
+        poll: float = ...,
+        on_wait: Callable[[list[Any]], None] | None = None,
+    ) -> None: ...
+
+    def renew(self, holder: str) -> int: ...
+
+    def release(self, holder: str) -> None: ...
 
 
 class ApprovalGate(Protocol):

@@ -37,12 +37,13 @@ from app.errors import AttestationError, InputError, StepFailed
 from app.execute.actions.base import Action, ActionContext, ActionResult
 from app.execute.breaker import BreakerOpen, BreakerRegistry
 from app.execute.budget import BudgetTracker, usage_from_dict, usage_to_dict
-from app.execute.locks import LockBusy, LockManager
+from app.execute.locks import LockBusy
 from app.execute.ports import (
     ApprovalGate,
     EventSink,
     Incident,
     IncidentReporter,
+    ResourceLocks,
     RuntimePolicy,
 )
 from app.execute.refs import resolve
@@ -114,7 +115,7 @@ class Runner:
         implementations: Mapping[str, Action],
         registry: ActionRegistry,
         state: StateStore,
-        locks: LockManager,
+        locks: ResourceLocks,
         gate: ApprovalGate,
         policy: RuntimePolicy,
         events: EventSink,

@@ -21,7 +21,13 @@ from app.actions.registry import default_registry
 from app.errors import PlangateError
 from app.execute.actions.base import Action
 from app.execute.locks import LockManager
-from app.execute.ports import ApprovalGate, EventSink, IncidentReporter, RuntimePolicy
+from app.execute.ports import (
+    ApprovalGate,
+    EventSink,
+    IncidentReporter,
+    ResourceLocks,
+    RuntimePolicy,
+)
 from app.execute.result import RunResult
 from app.execute.runner import Runner, RunOptions
 from app.execute.state import StateStore
@@ -40,7 +46,7 @@ def production_runner(
     incidents: IncidentReporter,
     secrets: Mapping[str, str],
     options: RunOptions | None = None,
-    locks: LockManager | None = None,
+    locks: ResourceLocks | None = None,
     work_dir: Path | None = None,
 ) -> Runner:
     """A ``Runner`` on the wall clock, with leased SQLite locks in the same state store."""

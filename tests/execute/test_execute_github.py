@@ -41,6 +41,7 @@ from app.cli import main
 from app.plan.loader import load_plan_bytes
 from app.policy.loader import load_policy_dir
 from app.signing.local_key import LocalKeySigner, generate_private_key
+from tests.execute.gitrefs_fake import GitRefsFake
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = json.loads((ROOT / "tests/fixtures/github/openapi-execute-subset.json").read_text())[
@@ -76,6 +77,8 @@ class FakeGitHub:
         self.comments: list[tuple[int, str]] = []
         self.issues: list[dict[str, Any]] = []
         self.pulls_status = 200
+        #: git data: lock refs (refs/plangate/locks/*) and the attestation branch's commits
+        self.git = GitRefsFake(OPENAPI, self._validate)
 
     @staticmethod
     def _pull(number: int, merge_sha: str, head_sha: str) -> dict[str, Any]:
@@ -96,7 +99,7 @@ class FakeGitHub:
 
     def install(self, rsps: responses.RequestsMock) -> None:
         rx = re.compile(r"https://api\.github\.com(:443)?/.*")
-        for method in ("GET", "POST", "PATCH"):
+        for method in ("GET", "POST", "PATCH", "DELETE"):
             rsps.add_callback(method, rx, callback=self._callback)
 
     def _callback(self, request: Any) -> tuple[int, dict[str, str], str]:
@@ -116,9 +119,15 @@ class FakeGitHub:
             if self.pulls_status != 200:
                 return self.pulls_status, {"message": "Not Found"}
             return 200, [p for p in self.pulls if sha in (p["merge_commit_sha"], p["head"]["sha"])]
+        if path.startswith(base + "/git/"):
+            answer = self.git.route(method, path.removeprefix(base), body)
+            if answer is not None:
+                return answer
         m = re.fullmatch(base + r"/contents/(.+)", path)
         if method == "GET" and m:
             content = self.files.get((m.group(1), query.get("ref", "")))
+            if content is None:  # written through the git data API (the attestation store)
+                content = self.git.file_at(m.group(1), query.get("ref", ""))
             if content is None:
                 return 404, {"message": "Not Found"}
             doc = copy.deepcopy(OPENAPI["repos/get-content"]["examples"]["200"])
