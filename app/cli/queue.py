@@ -14,6 +14,12 @@ touched. The actor is ``--actor LOGIN`` (default: the local user).
   another process loses its lease and stops before its next step (plans with ``resources``);
   its own final status never overwrites the cancellation.
 
+Every request, allowed or denied, is recorded twice: in the data dir's ``events.jsonl`` and as
+a ``queue.requested`` event in the git audit trail (the same store ``plangate run`` uses:
+``--audit-repo``, else the current repository, else ``DATA_DIR/audit.git``), with the actor,
+verb, verdict, the deciding rule and the policy digest, under the run's correlation id, so
+``plangate audit verify`` covers who asked to retry or cancel what.
+
 Exit codes: those of ``plangate run`` for retry; cancel 0 done, 1 denied / nothing to cancel,
 2 invalid input.
 """
@@ -27,7 +33,7 @@ import time
 from pathlib import Path
 
 from app.actions.registry import default_registry
-from app.errors import InputError
+from app.errors import InputError, PlangateError
 from app.execute.locks import LockManager
 from app.execute.ports import JsonlEventSink
 from app.execute.state import StateStore
@@ -72,9 +78,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--data-dir", metavar="DIR", help="state directory (default PLANGATE_DATA_DIR)"
         )
         cmd.add_argument("--reason", default="", help="why (recorded in the run's reason)")
+        cmd.add_argument(
+            "--audit-repo",
+            type=Path,
+            metavar="PATH",
+            help="git repository for the audit trail (default: as plangate run)",
+        )
         if verb == "retry":
             cmd.add_argument("--attestations", type=Path, metavar="DIR")
-            cmd.add_argument("--audit-repo", type=Path, metavar="PATH")
             cmd.add_argument("--signing-key", type=Path, metavar="PEM")
             cmd.add_argument("--format", choices=("text", "json"), default="text")
             cmd.set_defaults(func=retry_plan)
@@ -88,11 +99,67 @@ def _actor(args: argparse.Namespace) -> str:
     return args.actor or _local_user()
 
 
-def _record(args: argparse.Namespace, event_type: str, **fields: object) -> None:
-    """Queue requests (allowed or not) go to the data dir's event log, like run events."""
+def _record(
+    args: argparse.Namespace, event_type: str, loaded: LoadedPlan, **fields: object
+) -> None:
+    """Queue requests (allowed or not) go to the data dir's event log, like run events, and to
+    the git audit trail as ``queue.requested``."""
     sink = JsonlEventSink(_data_dir(args) / "events.jsonl", now=time.time)
     sink.emit(event_type, **fields)
     sink.flush()
+    try:
+        _audit(args, event_type, loaded, fields)
+    except (PlangateError, OSError, ValueError) as exc:  # events.jsonl has it; say so loudly
+        print(
+            f"plangate: warning: the {event_type} request is not in the git audit trail: {exc}",
+            file=sys.stderr,
+        )
+
+
+def _audit(
+    args: argparse.Namespace, event_type: str, loaded: LoadedPlan, fields: dict[str, object]
+) -> None:
+    from datetime import UTC, datetime
+
+    from app.audit.events import Actor, AuditEventDraft
+    from app.cli.run import _audit_store
+
+    data_dir = _data_dir(args)
+    state = StateStore.open(data_dir)
+    try:
+        run = state.get_run(loaded.digest)
+    finally:
+        state.close()
+    _, verb, verdict = event_type.split(".", 2)
+    correlation = run.run_id if run else "queue-" + loaded.digest.removeprefix("sha256:")[:16]
+    store = _audit_store(args, data_dir)
+    try:
+        store.append(
+            [
+                AuditEventDraft(
+                    type="queue.requested",
+                    timestamp=datetime.now(UTC),
+                    actor=Actor(kind="user", id=str(fields["actor"])),
+                    correlation_id=correlation,
+                    plan_id=loaded.plan.id,
+                    plan_digest=loaded.digest,
+                    team=loaded.plan.team,
+                    environment=loaded.plan.environment,
+                    payload={
+                        "verb": verb,
+                        "verdict": verdict,
+                        "rule": fields.get("rule"),
+                        "reason": fields.get("reason"),
+                        "policy_digest": fields.get("policy_digest"),
+                        "run_status": run.status if run else None,
+                        "note": args.reason or None,
+                    },
+                )
+            ]
+        )
+        store.commit(f"{verb} requested by {fields['actor']}: {verdict}")
+    finally:
+        store.close()
 
 
 def _authorized(args: argparse.Namespace, verb: str) -> tuple[LoadedPlan, str] | None:
@@ -104,6 +171,7 @@ def _authorized(args: argparse.Namespace, verb: str) -> tuple[LoadedPlan, str] |
     _record(
         args,
         f"queue.{verb}.{decision.verdict}",
+        loaded,
         plan=loaded.plan.id,
         digest=loaded.digest,
         actor=actor,

@@ -209,3 +209,27 @@ def test_queue_requests_are_recorded_allowed_or_denied(repo, capsys):
     ]
     assert events[0]["rule"] == "queue.platform.cancel"
     assert events[1]["digest"] == load_plan(PLAN).digest
+
+
+def test_queue_requests_are_in_the_git_audit_trail_and_verify(repo, capsys):
+    from app.audit.git_store import GitAuditStore
+
+    _running_run_with_lock(repo)
+    assert main(["cancel", PLAN, "--actor", "erin", *_data(repo)]) == 1  # denied
+    assert main(["cancel", PLAN, "--actor", "alice", *_data(repo), "--reason", "bad"]) == 0
+    store = GitAuditStore(repo)
+    try:
+        events = [e for e in store.events() if e.type == "queue.requested"]
+        assert store.verify().ok
+    finally:
+        store.close()
+    assert [(e.actor.id, e.payload["verb"], e.payload["verdict"]) for e in events] == [
+        ("erin", "cancel", "deny"),
+        ("alice", "cancel", "allow"),
+    ]
+    assert events[0].payload["rule"] == "queue.platform.cancel"
+    assert events[1].payload["note"] == "bad" and events[1].correlation_id == "r1"
+    assert events[1].plan_digest == load_plan(PLAN).digest
+    capsys.readouterr()
+    assert main(["audit", "verify"]) == 0
+    assert "ok:" in capsys.readouterr().out
