@@ -34,9 +34,8 @@ from pathlib import Path
 
 from app.actions.registry import default_registry
 from app.errors import InputError, PlangateError
-from app.execute.locks import LockManager
 from app.execute.ports import JsonlEventSink
-from app.execute.state import StateStore
+from app.execute.state import state_store_for
 from app.plan.loader import LoadedPlan, load_plan
 from app.policy.engine import authorize
 from app.policy.loader import load_policy_dir
@@ -125,7 +124,7 @@ def _audit(
     from app.cli.run import _audit_store
 
     data_dir = _data_dir(args)
-    state = StateStore.open(data_dir)
+    state = state_store_for(Settings.from_env(), data_dir)
     try:
         run = state.get_run(loaded.digest)
     finally:
@@ -199,7 +198,7 @@ def cancel_plan(args: argparse.Namespace) -> int:
     if allowed is None:
         return 1
     loaded, who = allowed
-    state = StateStore.open(_data_dir(args))
+    state = state_store_for(Settings.from_env(), _data_dir(args))
     try:
         existing = state.get_run(loaded.digest)
         if existing is None:
@@ -213,7 +212,7 @@ def cancel_plan(args: argparse.Namespace) -> int:
             return 0
         reason = f"cancelled by {who}" + (f": {args.reason}" if args.reason else "")
         state.cancel_run(loaded.digest, reason, time.time())
-        LockManager(state.conn, now=time.time, sleep=asyncio.sleep).release(existing.run_id)
+        state.lock_manager(now=time.time, sleep=asyncio.sleep).release(existing.run_id)
     finally:
         state.close()
     print(
@@ -229,7 +228,7 @@ def retry_plan(args: argparse.Namespace) -> int:
         return 1
     loaded, who = allowed
     reason = f"retry requested by {who}" + (f": {args.reason}" if args.reason else "")
-    state = StateStore.open(_data_dir(args))
+    state = state_store_for(Settings.from_env(), _data_dir(args))
     try:
         existing = state.get_run(loaded.digest)
         if existing is None:

@@ -42,7 +42,6 @@ from app.audit.git_store import GitAuditStore
 from app.audit.sink import AuditEventSink
 from app.errors import InputError, PlangateError
 from app.execute.incidents import FileIncidentReporter
-from app.execute.locks import LockManager
 from app.execute.metrics import MetricsSink
 from app.execute.policy_port import EnginePolicy
 from app.execute.ports import FanoutSink, JsonlEventSink, UnsafeNoApprovalGate
@@ -50,7 +49,7 @@ from app.execute.progress import ProgressSink, summary_table
 from app.execute.result import RunResult
 from app.execute.runner import FINAL, RunOptions
 from app.execute.scheduler import Schedule
-from app.execute.state import StateStore
+from app.execute.state import RunStateStore, state_store_for
 from app.execute.wiring import production_runner, run_until_signalled
 from app.plan.loader import load_plan
 from app.plan.model import Compensation, Plan
@@ -208,7 +207,7 @@ def run_plan(args: argparse.Namespace) -> int:
             )
         print(f"plangate: `plangate explain {loaded.path}` shows the trace", file=sys.stderr)
         return 1
-    state = StateStore.open(data_dir)
+    state = state_store_for(Settings.from_env(), data_dir)  # PLANGATE_DATABASE_URL, else SQLite
     try:
         existing = state.get_run(loaded.digest)
         if args.restart and existing is not None:
@@ -316,7 +315,7 @@ def _attest_run(  # type: ignore[no-untyped-def]
 def _execute(  # type: ignore[no-untyped-def]
     args: argparse.Namespace,
     loaded,
-    state: StateStore,
+    state: RunStateStore,
     data_dir: Path,
     policy: PolicySet,
     gate: LocalAttestationGate | UnsafeNoApprovalGate,
@@ -341,7 +340,7 @@ def _execute(  # type: ignore[no-untyped-def]
     events = FanoutSink(
         [JsonlEventSink(data_dir / "events.jsonl", now=time.time), audit, progress, metrics]
     )
-    locks = LockManager(state.conn, now=time.time, sleep=asyncio.sleep, lease=60.0)
+    locks = state.lock_manager(now=time.time, sleep=asyncio.sleep, lease=60.0)
     options = RunOptions(
         max_parallel=args.max_parallel,
         lock_wait=args.lock_wait > 0,

@@ -1,5 +1,9 @@
 """Durable run state in SQLite (WAL): what ran, what is running, what finished.
 
+The embedded implementation of ``RunStateStore`` (``app.execute.store``); several hosts share
+state through ``PostgresStateStore`` (``app.execute.state_pg``) instead, picked by
+``open_state_store`` when ``PLANGATE_DATABASE_URL`` is set.
+
 Why SQLite: one file under ``PLANGATE_DATA_DIR``, atomic commits, crash-safe with WAL, and
 readable by a human with ``sqlite3`` when something is stuck. Every attempt is written *before*
 the action runs (``running``) and again *after* (``succeeded``/``failed``), each in its own
@@ -17,19 +21,37 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
 
 from app.errors import InputError
+from app.execute.locks import LockManager
+from app.execute.store import (
+    AttemptRecord,
+    CachedResult,
+    CompletedStep,
+    Phase,
+    RunRecord,
+    RunStateStore,
+)
 
-__all__ = ["AttemptRecord", "CachedResult", "RunRecord", "StateStore", "connect"]
+if TYPE_CHECKING:
+    from app.settings import Settings
 
-Phase = Literal["step", "compensate"]
+__all__ = [
+    "AttemptRecord",
+    "CachedResult",
+    "CompletedStep",
+    "RunRecord",
+    "RunStateStore",
+    "StateStore",
+    "connect",
+    "open_state_store",
+]
 #: bumped on incompatible schema changes; a newer database is refused, never rewritten
 SCHEMA_VERSION = 1
 
@@ -142,59 +164,58 @@ def connect(path: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") ->
     return conn
 
 
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    digest: str
-    run_id: str
-    plan_id: str
-    status: str
-    reason: str
-    invocations: int
+def open_state_store(
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+) -> RunStateStore:
+    """PostgreSQL at ``database_url`` if given (``PLANGATE_DATABASE_URL``), else SQLite in
+    ``data_dir``."""
+    if database_url is not None:
+        from app.execute.state_pg import PostgresStateStore
+
+        return PostgresStateStore(database_url)
+    return StateStore.open(data_dir, synchronous=synchronous)
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    phase: str
-    step_id: str
-    attempt: int
-    status: str
-    error_kind: str | None
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CompletedStep:
-    step_id: str
-    status: str
-    seq: int
-    outputs: dict[str, Any]
-    usage: dict[str, Any]
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CachedResult:
-    key: str
-    action: str
-    created_at: float
-    ttl: float
-    outputs: dict[str, Any]
+def state_store_for(settings: Settings, data_dir: Path | None = None) -> RunStateStore:
+    """``open_state_store`` from the settings (``data_dir`` overrides ``PLANGATE_DATA_DIR``)."""
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return open_state_store(data_dir or settings.data_dir, database_url=url)
 
 
 class StateStore:
-    """One plan digest's durable record. All writes commit before returning."""
+    """Run state in SQLite (one host). All writes commit before returning."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, path: Path | None = None) -> None:
         self.conn = conn
+        self.path = path
 
     @classmethod
     def open(
         cls, data_dir: Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     ) -> StateStore:
-        return cls(connect(data_dir / "state.db", synchronous=synchronous))
+        return cls(
+            connect(data_dir / "state.db", synchronous=synchronous), path=data_dir / "state.db"
+        )
+
+    @property
+    def location(self) -> str:
+        return str(self.path) if self.path else "sqlite"
 
     def close(self) -> None:
         self.conn.close()
+
+    def lock_manager(
+        self,
+        *,
+        now: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        lease: float = 60.0,
+    ) -> LockManager:
+        """Leased locks in this file: every ``plangate run`` on the host sees them."""
+        return LockManager(self.conn, now=now, sleep=sleep, lease=lease)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -20,7 +20,6 @@ from pathlib import Path
 from app.actions.registry import default_registry
 from app.errors import PlangateError
 from app.execute.actions.base import Action
-from app.execute.locks import LockManager
 from app.execute.ports import (
     ApprovalGate,
     EventSink,
@@ -30,7 +29,7 @@ from app.execute.ports import (
 )
 from app.execute.result import RunResult
 from app.execute.runner import Runner, RunOptions
-from app.execute.state import StateStore
+from app.execute.store import RunStateStore
 from app.plan.loader import LoadedPlan
 
 __all__ = ["production_runner", "run_until_signalled"]
@@ -39,7 +38,7 @@ __all__ = ["production_runner", "run_until_signalled"]
 def production_runner(
     *,
     implementations: Mapping[str, Action],
-    state: StateStore,
+    state: RunStateStore,
     gate: ApprovalGate,
     policy: RuntimePolicy,
     events: EventSink,
@@ -49,12 +48,13 @@ def production_runner(
     locks: ResourceLocks | None = None,
     work_dir: Path | None = None,
 ) -> Runner:
-    """A ``Runner`` on the wall clock, with leased SQLite locks in the same state store."""
+    """A ``Runner`` on the wall clock, with leased locks in the same state store (SQLite file or
+    PostgreSQL database) unless ``locks`` is given."""
     return Runner(
         implementations=implementations,
         registry=default_registry(),
         state=state,
-        locks=locks or LockManager(state.conn, now=time.time, sleep=asyncio.sleep, lease=60.0),
+        locks=locks or state.lock_manager(now=time.time, sleep=asyncio.sleep, lease=60.0),
         gate=gate,
         policy=policy,
         events=events,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from pydantic import BaseModel
 from app.actions.registry import ActionRegistry
 from app.errors import StepFailed
 from app.execute.actions.base import Action, ActionContext, ActionResult, Usage
-from app.execute.locks import LockManager
 from app.execute.ports import (
     AllowAllPolicy,
     ApprovalGate,
@@ -29,6 +28,7 @@ from app.execute.ports import (
 )
 from app.execute.runner import Runner, RunOptions
 from app.execute.state import StateStore
+from app.execute.store import RunStateStore
 from app.plan.loader import LoadedPlan, load_plan_bytes
 
 
@@ -163,7 +163,7 @@ class Harness:
     runner: Runner
     events: ListEventSink
     incidents: RecordingIncidents
-    state: StateStore
+    state: RunStateStore
     clock: FakeClock
     gate: Any
 
@@ -177,13 +177,15 @@ def make_runner(
     options: RunOptions | None = None,
     clock: FakeClock | None = None,
     run_id: str = "run-1",
+    open_state: Callable[[Path], RunStateStore] = StateStore.open,
 ) -> Harness:
+    """``open_state``: the state backend (the ``open_state`` fixture runs a test on both)."""
     clock = clock or FakeClock()
-    state = StateStore.open(data_dir)
+    state = open_state(data_dir)
     events = ListEventSink()
     incidents = RecordingIncidents()
     gate = gate or StaticApprovalGate()
-    locks = LockManager(state.conn, now=clock, sleep=clock.sleep, lease=60.0)
+    locks = state.lock_manager(now=clock, sleep=clock.sleep, lease=60.0)
 
     async def no_heartbeat(_: float) -> None:
         await asyncio.Event().wait()  # never renews in unit tests (the fake clock is still)

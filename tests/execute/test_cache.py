@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from app.errors import InputError
-from app.execute.state import StateStore
 from tests.execute.fakes import FakeClock, RecordingAction, impls, make_runner, plan_from
 
 
@@ -22,10 +21,12 @@ def cached_plan(message: str = "hello", *, ttl: str = "1h", plan_id: str = "cach
     )
 
 
-def run_once(tmp_path, loaded, clock, run_id):
+def run_once(tmp_path, loaded, clock, run_id, open_state):
     """One fresh run of ``loaded`` (a different plan id each time, so runs never resume)."""
     noop = RecordingAction("noop", outputs={"fetch": {"value": f"v-{run_id}"}})
-    h = make_runner(tmp_path, impls(noop), clock=clock, run_id=run_id)
+    h = make_runner(
+        tmp_path, open_state=open_state, implementations=impls(noop), clock=clock, run_id=run_id
+    )
     try:
         result = asyncio.run(h.runner.run(loaded))
     finally:
@@ -33,14 +34,14 @@ def run_once(tmp_path, loaded, clock, run_id):
     return result, noop, h
 
 
-def test_cached_result_is_reused_within_ttl(tmp_path):
+def test_cached_result_is_reused_within_ttl(tmp_path, open_state):
     clock = FakeClock()
-    first, noop1, _ = run_once(tmp_path, cached_plan(plan_id="p1"), clock, "run-1")
+    first, noop1, _ = run_once(tmp_path, cached_plan(plan_id="p1"), clock, "run-1", open_state)
     assert first.status == "succeeded", first.reason
     assert noop1.steps() == ["fetch", "use"]
 
     clock.t += 3599  # still inside the hour
-    second, noop2, h2 = run_once(tmp_path, cached_plan(plan_id="p2"), clock, "run-2")
+    second, noop2, h2 = run_once(tmp_path, cached_plan(plan_id="p2"), clock, "run-2", open_state)
     assert second.status == "succeeded", second.reason
     assert noop2.steps() == ["use"]  # fetch was not called
     # the cached outputs feed later steps exactly as a real run's would
@@ -54,41 +55,43 @@ def test_cached_result_is_reused_within_ttl(tmp_path):
     assert cached[0]["cache_key"].startswith("sha256:")
 
 
-def test_cached_result_expires_after_ttl(tmp_path):
+def test_cached_result_expires_after_ttl(tmp_path, open_state):
     clock = FakeClock()
-    run_once(tmp_path, cached_plan(plan_id="p1"), clock, "run-1")
+    run_once(tmp_path, cached_plan(plan_id="p1"), clock, "run-1", open_state)
     clock.t += 3600  # exactly the TTL: expired
-    second, noop2, h2 = run_once(tmp_path, cached_plan(plan_id="p2"), clock, "run-2")
+    second, noop2, h2 = run_once(tmp_path, cached_plan(plan_id="p2"), clock, "run-2", open_state)
     assert second.status == "succeeded"
     assert noop2.steps() == ["fetch", "use"]
     assert not [t for t, _ in h2.events.events if t == "step.cached"]
     # the fresh result replaced the old one: a third run reuses run-2's value
     clock.t += 10
-    third, noop3, _ = run_once(tmp_path, cached_plan(plan_id="p3"), clock, "run-3")
+    third, noop3, _ = run_once(tmp_path, cached_plan(plan_id="p3"), clock, "run-3", open_state)
     assert noop3.steps() == ["use"]
     assert third.steps["fetch"].outputs == {"value": "v-run-2"}
 
 
-def test_different_inputs_miss_the_cache(tmp_path):
+def test_different_inputs_miss_the_cache(tmp_path, open_state):
     clock = FakeClock()
-    run_once(tmp_path, cached_plan("hello", plan_id="p1"), clock, "run-1")
-    second, noop2, h2 = run_once(tmp_path, cached_plan("other", plan_id="p2"), clock, "run-2")
+    run_once(tmp_path, cached_plan("hello", plan_id="p1"), clock, "run-1", open_state)
+    second, noop2, h2 = run_once(
+        tmp_path, cached_plan("other", plan_id="p2"), clock, "run-2", open_state
+    )
     assert second.status == "succeeded"
     assert noop2.steps() == ["fetch", "use"]
     assert not [t for t, _ in h2.events.events if t == "step.cached"]
 
 
-def test_step_without_cache_never_reads_the_cache(tmp_path):
+def test_step_without_cache_never_reads_the_cache(tmp_path, open_state):
     clock = FakeClock()
-    run_once(tmp_path, cached_plan(plan_id="p1"), clock, "run-1")
+    run_once(tmp_path, cached_plan(plan_id="p1"), clock, "run-1", open_state)
     plain = plan_from(
         "steps:\n  - id: fetch\n    action: noop\n    with: {message: hello}\n", plan_id="p2"
     )
-    _, noop2, _ = run_once(tmp_path, plain, clock, "run-2")
+    _, noop2, _ = run_once(tmp_path, plain, clock, "run-2", open_state)
     assert noop2.steps() == ["fetch"]
 
 
-def test_mutating_step_is_never_served_from_cache(tmp_path):
+def test_mutating_step_is_never_served_from_cache(tmp_path, open_state):
     """Security invariant: a step that changes the world always runs (or is refused)."""
     clock = FakeClock()
     loaded = plan_from(
@@ -100,12 +103,12 @@ def test_mutating_step_is_never_served_from_cache(tmp_path):
     from app.execute.runner import cache_key_for
 
     key = cache_key_for("shell", ShellInputs.model_validate({"run": ["deploy"]}))
-    store = StateStore.open(tmp_path)
+    store = open_state(tmp_path)
     store.cache_put(key, "shell", {"planted": "yes"}, 3600.0, clock())
     store.close()
 
     shell = RecordingAction("shell")
-    h = make_runner(tmp_path, impls(shell), clock=clock)
+    h = make_runner(tmp_path, open_state=open_state, implementations=impls(shell), clock=clock)
     with pytest.raises(InputError, match="step 'deploy' mutates and declares 'cache'"):
         asyncio.run(h.runner.run(loaded))
     assert shell.calls == []
@@ -113,8 +116,8 @@ def test_mutating_step_is_never_served_from_cache(tmp_path):
     assert not [t for t, _ in h.events.events if t == "step.cached"]
 
 
-def test_cache_entry_from_the_future_is_not_trusted(tmp_path):
-    store = StateStore.open(tmp_path)
+def test_cache_entry_from_the_future_is_not_trusted(tmp_path, open_state):
+    store = open_state(tmp_path)
     store.cache_put("k", "noop", {"a": "1"}, 60.0, 1000.0)
     assert store.cache_get("k", 1000.0) is not None
     assert store.cache_get("k", 1059.9) is not None
@@ -123,7 +126,7 @@ def test_cache_entry_from_the_future_is_not_trusted(tmp_path):
     store.close()
 
 
-def test_canary_analysis_step_is_never_served_from_cache(tmp_path):
+def test_canary_analysis_step_is_never_served_from_cache(tmp_path, open_state):
     """A cached probe would decide promote/abort on stale metrics: refused before anything runs."""
     loaded = plan_from(
         "canary: {steps: [canary], analysis: [judge]}\n"
@@ -136,7 +139,7 @@ def test_canary_analysis_step_is_never_served_from_cache(tmp_path):
         "      thresholds: {max_error_rate: 0.01}\n"
     )
     shell, probe = RecordingAction("shell"), RecordingAction("probe")
-    h = make_runner(tmp_path, impls(shell, probe))
+    h = make_runner(tmp_path, open_state=open_state, implementations=impls(shell, probe))
     with pytest.raises(InputError, match="step 'judge' is canary analysis and declares 'cache'"):
         asyncio.run(h.runner.run(loaded))
     assert shell.calls == [] and probe.calls == []

@@ -4,7 +4,6 @@ import asyncio
 
 from app.execute.ports import StaticPolicy
 from app.execute.runner import RunOptions
-from app.execute.state import StateStore
 from tests.execute.fakes import RecordingAction, impls, make_runner, plan_from, shell_step
 
 
@@ -12,9 +11,9 @@ def _plan():
     return plan_from("steps:\n" + shell_step("a") + shell_step("b", ["a"]) + shell_step("c", ["b"]))
 
 
-def _crashed_during_saga(tmp_path, loaded, *, undo_b: str):
+def _crashed_during_saga(tmp_path, open_state, loaded, *, undo_b: str):
     """a and b completed, c failed, the saga undid b (or was inside undoing it) and died."""
-    s = StateStore.open(tmp_path)
+    s = open_state(tmp_path)
     d = loaded.digest
     s.start_run(d, "run-1", loaded.plan.id, loaded.path, 1.0)
     for n, sid in enumerate(("a", "b"), 1):
@@ -30,11 +29,11 @@ def _crashed_during_saga(tmp_path, loaded, *, undo_b: str):
     s.close()
 
 
-def test_a_saga_interrupted_by_a_crash_resumes_where_it_stopped(tmp_path):
+def test_a_saga_interrupted_by_a_crash_resumes_where_it_stopped(tmp_path, open_state):
     loaded = _plan()
-    _crashed_during_saga(tmp_path, loaded, undo_b="done")
+    _crashed_during_saga(tmp_path, open_state, loaded, undo_b="done")
     shell = RecordingAction("shell")
-    h = make_runner(tmp_path, impls(shell))
+    h = make_runner(tmp_path, open_state=open_state, implementations=impls(shell))
     result = asyncio.run(h.runner.run(loaded))
     assert result.status == "compensated"
     assert [c.inputs["run"] for c in shell.calls] == [["undo", "a"]]  # b's undo is not repeated
@@ -44,11 +43,11 @@ def test_a_saga_interrupted_by_a_crash_resumes_where_it_stopped(tmp_path):
     ]
 
 
-def test_an_interrupted_non_idempotent_compensation_needs_a_human(tmp_path):
+def test_an_interrupted_non_idempotent_compensation_needs_a_human(tmp_path, open_state):
     loaded = _plan()
-    _crashed_during_saga(tmp_path, loaded, undo_b="running")
+    _crashed_during_saga(tmp_path, open_state, loaded, undo_b="running")
     shell = RecordingAction("shell")
-    h = make_runner(tmp_path, impls(shell))
+    h = make_runner(tmp_path, open_state=open_state, implementations=impls(shell))
     result = asyncio.run(h.runner.run(loaded))
     assert result.status == "needs_attention"
     assert "compensation of step 'b' (attempt 1) was interrupted" in result.reason
@@ -62,17 +61,17 @@ def test_an_interrupted_non_idempotent_compensation_needs_a_human(tmp_path):
     assert shell.calls[0].attempt == 2
 
 
-def test_policy_can_cap_parallelism(tmp_path):
+def test_policy_can_cap_parallelism(tmp_path, open_state):
     loaded = plan_from("max_parallel: 8\nsteps:\n" + shell_step("a"))
     h = make_runner(
         tmp_path, impls(), policy=StaticPolicy(max_parallel=2), options=RunOptions(max_parallel=5)
     )
     assert h.runner.max_parallel(loaded.plan) == 2
-    h2 = make_runner(tmp_path, impls())
+    h2 = make_runner(tmp_path, open_state=open_state, implementations=impls())
     assert h2.runner.max_parallel(loaded.plan) == 8
 
 
-def test_lease_is_renewed_while_the_run_is_alive(tmp_path):
+def test_lease_is_renewed_while_the_run_is_alive(tmp_path, open_state):
     loaded = plan_from("resources: [r1]\nsteps:\n" + shell_step("a"))
     beats = []
 
@@ -82,7 +81,7 @@ def test_lease_is_renewed_while_the_run_is_alive(tmp_path):
                 await asyncio.sleep(0)
             return await super().run(inputs, ctx)
 
-    h = make_runner(tmp_path, impls(Slow("shell")))
+    h = make_runner(tmp_path, open_state=open_state, implementations=impls(Slow("shell")))
 
     async def beat(seconds: float) -> None:
         beats.append(seconds)
@@ -95,9 +94,9 @@ def test_lease_is_renewed_while_the_run_is_alive(tmp_path):
     assert h.runner.locks.holders() == []
 
 
-def test_a_failed_step_is_never_retried_by_a_rerun(tmp_path):
+def test_a_failed_step_is_never_retried_by_a_rerun(tmp_path, open_state):
     loaded = _plan()
-    s = StateStore.open(tmp_path)
+    s = open_state(tmp_path)
     d = loaded.digest
     s.start_run(d, "run-1", loaded.plan.id, loaded.path, 1.0)
     s.begin_attempt(d, "step", "a", 1, "k", 1.0)
@@ -107,16 +106,16 @@ def test_a_failed_step_is_never_retried_by_a_rerun(tmp_path):
     s.fail_step(d, "step", "b", "failed", "boom", 2.0)  # ... and the process died here
     s.close()
     shell = RecordingAction("shell")
-    h = make_runner(tmp_path, impls(shell))
+    h = make_runner(tmp_path, open_state=open_state, implementations=impls(shell))
     result = asyncio.run(h.runner.run(loaded))
     assert result.status == "compensated"
     assert "step 'b' failed: boom" in result.reason
     assert [c.inputs["run"] for c in shell.calls] == [["undo", "a"]]
 
 
-def test_a_lost_lease_pauses_before_the_next_step(tmp_path):
+def test_a_lost_lease_pauses_before_the_next_step(tmp_path, open_state):
     loaded = plan_from("resources: [r1]\nsteps:\n" + shell_step("a") + shell_step("b", ["a"]))
-    h = make_runner(tmp_path, impls())
+    h = make_runner(tmp_path, open_state=open_state, implementations=impls())
     beat = asyncio.Event()
 
     class StallThenSteal(RecordingAction):
