@@ -30,7 +30,7 @@ from ghfake import Call, FakeGitHub
 
 @dataclass
 class Rule:
-    """One fault: ``kind`` is ``status``, ``reset`` or ``slow``."""
+    """One fault: ``kind`` is ``status``, ``reset`` or ``slow``; ``method`` ``*`` matches any."""
 
     method: str
     pattern: re.Pattern[str]
@@ -42,6 +42,8 @@ class Rule:
     probability: float | None = None
     delay: float = 0.0
     after: int = 0
+    #: only while this says True (an outage window); None: always
+    when: Callable[[], bool] | None = None
     seen: int = 0
     fired: int = 0
 
@@ -82,8 +84,10 @@ class FaultLayer:
         probability: float | None = None,
         delay: float = 0.0,
         after: int = 0,
+        when: Callable[[], bool] | None = None,
     ) -> Rule:
-        """Fault matching calls: the ``first`` N after skipping ``after``, or by ``probability``."""
+        """Fault matching calls: the ``first`` N after skipping ``after``, or by ``probability``;
+        with ``when``, only while it returns True (calls outside the window are not counted)."""
         if kind not in ("status", "reset", "slow"):
             raise ValueError(f"unknown fault kind {kind!r}")
         if (first is None) == (probability is None):
@@ -99,6 +103,7 @@ class FaultLayer:
             probability=probability,
             delay=delay,
             after=after,
+            when=when,
         )
         self.rules.append(rule)
         return rule
@@ -115,7 +120,9 @@ class FaultLayer:
     def decide(self, method: str, path: str) -> Rule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.method != method or not rule.pattern.search(path):
+                if rule.method not in ("*", method) or not rule.pattern.search(path):
+                    continue
+                if rule.when is not None and not rule.when():
                     continue
                 rule.seen += 1
                 if rule.first is not None:
