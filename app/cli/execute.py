@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,10 @@ class ActionsContext:
     #: GitHub's immutable repository id from the push event (binds attestations across renames)
     repo_id: int | None = None
     default_branch: str = "main"
+    #: the App's credentials (``GITHUB_APP_ID`` + private key): each run then gets its own
+    #: installation token scoped to what its plan declares
+    app_id: int | None = None
+    app_private_key: str | None = field(default=None, repr=False)
 
 
 def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> ActionsContext:
@@ -158,6 +162,10 @@ def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> Ac
         workflow=environ.get("GITHUB_WORKFLOW_REF") or "plangate-execute",
         repo_id=_repo_id(event, repo),
         default_branch=str((event.get("repository") or {}).get("default_branch") or "main"),
+        app_id=settings.github_app_id,
+        app_private_key=(
+            settings.github_private_key.get_secret_value() if settings.github_private_key else None
+        ),
     )
 
 
@@ -421,6 +429,14 @@ def _one_plan(  # type: ignore[no-untyped-def]
     outcome.step_lines = {
         step.id: loaded.line_of("steps", i) or 1 for i, step in enumerate(loaded.plan.steps)
     }
+    from app.execute.github_access import token_scope
+
+    try:  # the steps must stay inside the GitHub access the plan declares (before anything runs)
+        scope = token_scope(loaded.plan, path=path, line_of=lambda i: loaded.line_of("steps", i))
+    except InputError as exc:
+        outcome.refusal = f"invalid plan: {exc.message}"
+        outcome.invalid = True
+        return outcome
     try:
         pr = gm.merged_pull(pulls, ctx.after)
         outcome.pr = pr
@@ -455,6 +471,18 @@ def _one_plan(  # type: ignore[no-untyped-def]
         return outcome
     if args.dry_run:
         return outcome
+    scoped = None
+    if scope is not None:
+        try:
+            scoped = _mint_run_token(ctx, scope)
+        except PlangateError as exc:
+            outcome.refusal = f"no GitHub token for the run's declared scope: {exc}"
+            return outcome
+        if scoped is None:
+            outcome.warnings.append(
+                "the plan uses GitHub but no App credentials are configured (GITHUB_APP_ID, "
+                "GITHUB_PRIVATE_KEY): its github.* steps get no token"
+            )
     progress = None
     if check_id is not None:
         progress = gm.CheckRunProgress(
@@ -465,7 +493,13 @@ def _one_plan(  # type: ignore[no-untyped-def]
         )
     gate = gm.VerifiedPlanGate(verify)
     started_at = datetime.now(UTC)
-    outcome.result = _run(args, ctx, github, loaded, policy, data_dir, pr, gate, progress)
+    try:
+        outcome.result = _run(
+            args, ctx, github, loaded, policy, data_dir, pr, gate, progress, scoped
+        )
+    finally:
+        if scoped is not None:
+            _revoke(ctx, scoped, outcome)
     finished_at = datetime.now(UTC)
     if run_signer is not None:
         _attest_run(
@@ -484,12 +518,11 @@ def _one_plan(  # type: ignore[no-untyped-def]
     return outcome
 
 
-def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):  # type: ignore[no-untyped-def]
+def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress, scoped=None):  # type: ignore[no-untyped-def]
     from app.actions.registry import default_registry
     from app.audit.events import Actor
     from app.audit.git_store import GitAuditStore
     from app.audit.sink import AuditEventSink
-    from app.cli.run import _secrets
     from app.execute.actions import implementations
     from app.execute.incidents import FileIncidentReporter, GitHubIssueIncidents
     from app.execute.metrics import MetricsSink
@@ -527,7 +560,7 @@ def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):
                 repo=ctx.repo,
                 fallback=FileIncidentReporter(data_dir / "incidents"),
             ),
-            secrets=_secrets(loaded.plan),
+            secrets=_run_secrets(loaded.plan, scoped),
             locks=_locks(args, ctx, github, state),
             options=RunOptions(lock_wait=args.lock_wait > 0, lock_wait_timeout=args.lock_wait),
         )
@@ -541,6 +574,43 @@ def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress):
         store.commit()
         store.close()
         state.close()
+
+
+def _run_secrets(plan: Any, scoped: Any) -> dict[str, str]:
+    """The secrets a run may name: never the job's own ``GITHUB_TOKEN``/``GH_TOKEN`` (the
+    executor's credential); ``GITHUB_TOKEN`` is the run's scoped token when one was minted."""
+    from app.cli.run import _secrets
+
+    secrets = {k: v for k, v in _secrets(plan).items() if k not in ("GITHUB_TOKEN", "GH_TOKEN")}
+    if scoped is not None:
+        secrets["GITHUB_TOKEN"] = scoped.token
+    return secrets
+
+
+def _mint_run_token(ctx: ActionsContext, scope: Any) -> Any:
+    """The run's own installation token (``ScopedToken``), or None without App credentials."""
+    if ctx.app_id is None or not ctx.app_private_key:
+        return None
+    from app.github.auth import AppCredentials, InstallationTokens, repo_installation
+
+    tokens = InstallationTokens(
+        AppCredentials(app_id=ctx.app_id, private_key=ctx.app_private_key, base_url=ctx.api_url)
+    )
+    installation = repo_installation(tokens, f"{scope.owner}/{scope.repositories[0]}")
+    scoped = tokens.scoped_token(
+        installation, repositories=scope.repositories, permissions=scope.permissions
+    )
+    print(f"plangate: run token scoped to {scope.describe()}", file=sys.stderr)
+    return scoped
+
+
+def _revoke(ctx: ActionsContext, scoped: Any, outcome: Any) -> None:
+    from app.github.auth import revoke_token
+
+    try:
+        revoke_token(scoped.token, base_url=ctx.api_url)
+    except PlangateError as exc:  # it expires within the hour anyway
+        outcome.warnings.append(f"the run's GitHub token could not be revoked: {exc}")
 
 
 def _locks(args, ctx: ActionsContext, github, state):  # type: ignore[no-untyped-def]

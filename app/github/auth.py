@@ -4,6 +4,11 @@ PyGithub's ``GithubIntegration`` with ``Auth.AppAuth`` signs the JWT and calls
 ``POST {GITHUB_API_URL}/app/installations/{id}/access_tokens`` (so GHES and test fakes get the
 token call too). Tokens live an hour; we reuse one until ``refresh_margin`` before it expires,
 one per installation, and build one ``RestTransport`` per installation on top of it.
+
+``scoped_token`` is the other kind: a token for one executor run, never cached, restricted to
+the repositories and permissions the plan declares (the same endpoint with ``repositories`` and
+``permissions`` in the body), checked against what GitHub granted, and revoked at the end of
+the run (``revoke_token``).
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
-from datetime import UTC
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from github import Auth, Github, GithubException, GithubIntegration
 from github.Requester import Requester
@@ -21,7 +27,32 @@ from app.errors import GitHubError, GitHubUnavailable
 from app.github.client import HttpRetry, RestTransport, build_retrying, map_error
 from app.observability import metrics
 
-__all__ = ["AppCredentials", "InstallationTokens", "repo_installation", "token_transport"]
+__all__ = [
+    "AppCredentials",
+    "InstallationTokens",
+    "ScopedToken",
+    "repo_installation",
+    "revoke_token",
+    "token_transport",
+]
+
+_LEVEL = {"read": 1, "write": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedToken:
+    """An installation token for one run. ``repr`` never shows the token."""
+
+    token: str
+    expires_at: float
+    repositories: tuple[str, ...]
+    permissions: Mapping[str, str]
+
+    def __repr__(self) -> str:
+        return (
+            f"ScopedToken(repositories={self.repositories!r}, permissions="
+            f"{dict(self.permissions)!r}, expires_at={self.expires_at})"
+        )
 
 
 class AppCredentials:
@@ -112,6 +143,61 @@ class InstallationTokens:
                 self._transports[installation_id] = transport
             return transport
 
+    def scoped_token(
+        self,
+        installation_id: int,
+        *,
+        repositories: Sequence[str],
+        permissions: Mapping[str, str],
+    ) -> ScopedToken:
+        """A fresh token for ``repositories`` (names, no owner) with exactly ``permissions``.
+
+        ``POST /app/installations/{id}/access_tokens`` with ``repositories`` and
+        ``permissions``. Not cached. Fails closed if GitHub grants a permission that was not
+        asked for (or a higher level), or less than was asked.
+        """
+        if not repositories or not permissions:
+            raise ValueError("a scoped token needs repositories and permissions")
+        body = {"repositories": list(repositories), "permissions": dict(permissions)}
+        try:
+            data = self.app_transport.request(
+                "POST", f"/app/installations/{installation_id}/access_tokens", body=body
+            ).data
+        except GitHubError as exc:
+            if exc.status == 422:  # e.g. a repository outside the installation
+                raise GitHubError(
+                    f"GitHub refused a token for {', '.join(repositories)} with "
+                    f"{dict(permissions)}: {exc.message}",
+                    status=422,
+                    hint="install the App on those repositories and grant it those permissions",
+                ) from exc
+            raise
+        self.token_requests += 1
+        granted = {k: v for k, v in dict(data.get("permissions") or {}).items() if k != "metadata"}
+        asked = {k: _LEVEL.get(v, 0) for k, v in permissions.items()}
+        extra = sorted(k for k, v in granted.items() if _LEVEL.get(v, 3) > asked.get(k, 0))
+        short = sorted(
+            k for k, v in permissions.items() if _LEVEL.get(granted.get(k, ""), 0) < _LEVEL[v]
+        )
+        if extra or short:
+            raise GitHubError(
+                f"GitHub's token does not match the plan's scope (more: {extra or 'none'}; "
+                f"less: {short or 'none'}); refusing to use it",
+                hint="check the App's permissions on the installation",
+            )
+        names = tuple(str(r.get("name")) for r in data.get("repositories") or ()) or tuple(
+            repositories
+        )
+        wanted = {r.lower() for r in repositories}
+        if data.get("repository_selection") == "all" or {n.lower() for n in names} - wanted:
+            raise GitHubError(
+                f"GitHub's token reaches repositories beyond {', '.join(repositories)}; "
+                "refusing to use it",
+                hint="check the App installation's repository access",
+            )
+        expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
+        return ScopedToken(str(data["token"]), expires.timestamp(), names, dict(granted))
+
     def _entry(self, installation_id: int) -> tuple[str, float, Requester]:
         with self._lock:
             entry = self._tokens.get(installation_id)
@@ -180,6 +266,11 @@ def token_transport(
         seconds_between_writes=None,
     ).requester
     return RestTransport(lambda: requester, retry=retry, sleep=sleep)
+
+
+def revoke_token(token: str, *, base_url: str) -> None:
+    """``DELETE /installation/token``: end a scoped token's life with its run (best effort)."""
+    token_transport(token, base_url=base_url).request("DELETE", "/installation/token")
 
 
 def repo_installation(tokens: InstallationTokens, full_name: str) -> int:

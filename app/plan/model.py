@@ -24,6 +24,7 @@ from pydantic import (
     Tag,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "Canary",
     "Compensation",
     "Estimate",
+    "GitHubAccess",
     "NoCompensation",
     "Plan",
     "RetryPolicy",
@@ -312,6 +314,58 @@ class Canary(_Model):
     )
 
 
+#: repository permissions a plan may ask for its run's GitHub token (a subset of the App's;
+#: names as GitHub's "Create an installation access token" ``permissions`` object)
+GITHUB_PERMISSIONS = (
+    "actions",
+    "checks",
+    "contents",
+    "deployments",
+    "environments",
+    "issues",
+    "pull_requests",
+    "statuses",
+)
+GitHubPermission = Literal[
+    "actions",
+    "checks",
+    "contents",
+    "deployments",
+    "environments",
+    "issues",
+    "pull_requests",
+    "statuses",
+]
+_REPO_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"
+
+
+class GitHubAccess(_Model):
+    """The GitHub credentials the run gets: in Actions the executor mints an installation token
+    for this run only, scoped to exactly these repositories and permissions."""
+
+    repositories: Annotated[
+        tuple[Annotated[str, Field(pattern=_REPO_PATTERN)], ...], BeforeValidator(_to_tuple)
+    ] = Field(min_length=1, max_length=100, description="OWNER/NAME, one owner (one installation)")
+    permissions: dict[GitHubPermission, Literal["read", "write"]] = Field(
+        min_length=1, description="permission -> read|write, e.g. {issues: write}"
+    )
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> GitHubAccess:
+        owners = sorted({r.split("/", 1)[0].lower() for r in self.repositories})
+        if len(owners) > 1:
+            raise ValueError(
+                f"repositories span several owners ({', '.join(owners)}); a run's token comes "
+                "from one App installation, so list repositories of one owner"
+            )
+        seen: set[str] = set()
+        for repo in self.repositories:
+            if repo.lower() in seen:
+                raise ValueError(f"repository '{repo}' is listed twice")
+            seen.add(repo.lower())
+        return self
+
+
 class Plan(_Model):
     """A reviewed, deterministic operational plan."""
 
@@ -326,12 +380,26 @@ class Plan(_Model):
         tuple[Annotated[str, Field(min_length=1, max_length=256)], ...],
         BeforeValidator(_to_tuple),
     ] = Field((), description="what the plan locks while it runs, e.g. 'db/orders-primary'")
+    github: GitHubAccess | None = Field(
+        None,
+        description="repositories and permissions of the run's GitHub token (default: what "
+        "its github.* steps need)",
+    )
     budget: Budget = Field(default_factory=Budget)
     max_parallel: int | None = Field(None, ge=1, le=256, description="cap on concurrent steps")
     canary: Canary | None = None
     steps: Annotated[tuple[Step, ...], BeforeValidator(_to_tuple)] = Field(
         min_length=1, max_length=20_000
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_github(self, handler: Any) -> Any:
+        # a plan without a ``github`` block dumps (and so digests) exactly as before the field
+        # existed: adding it must not invalidate every approval already signed
+        data = handler(self)
+        if self.github is None and isinstance(data, dict):
+            data.pop("github", None)
+        return data
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

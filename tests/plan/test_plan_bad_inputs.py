@@ -218,7 +218,7 @@ def test_unknown_field_without_close_match_points_at_schema(tmp_path, capsys):
     assert rc == 2
     assert (
         f"{path}:7:1: unknown field 'frobnicate' (allowed here: apiVersion, budget, canary, "
-        "description, environment, id, kind, max_parallel, resources, steps, team, title)"
+        "description, environment, github, id, kind, max_parallel, resources, steps, team, title)"
     ) in out
 
 
