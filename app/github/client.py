@@ -40,6 +40,7 @@ from app.observability import metrics
 
 __all__ = [
     "ChangedFile",
+    "ExistingCheckRun",
     "GitHubCache",
     "HttpRetry",
     "PullRequestContext",
@@ -183,10 +184,30 @@ class RestTransport:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
+        recover: Callable[[], Response | None] | None = None,
     ) -> Response:
-        """Send one request (retrying transient failures); raise a ``GitHubError`` on failure."""
+        """Send one request (retrying transient failures); raise a ``GitHubError`` on failure.
+
+        ``recover`` is for requests that are not idempotent (creating a check run): a 5xx or a
+        dropped connection may come *after* GitHub applied the request, so before each retry
+        ``recover()`` looks for its effect and, if it finds one, that is the answer.
+        """
         retrying = build_retrying(self.retry, sleep=self._sleep, rng=self._rng)
-        return retrying(self._once, verb, path, params, body, headers)
+        failed = False
+
+        def attempt() -> Response:
+            nonlocal failed
+            if failed and recover is not None:
+                found = recover()
+                if found is not None:
+                    return found
+            try:
+                return self._once(verb, path, params, body, headers)
+            except GitHubUnavailable:
+                failed = True
+                raise
+
+        return retrying(attempt)
 
     def _once(
         self,
@@ -273,6 +294,16 @@ class ChangedFile:
     status: str  # added | removed | modified | renamed | copied | changed | unchanged
     blob_sha: str | None
     previous_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingCheckRun:
+    """A check run already on a commit, as ``checks/list-for-ref`` lists it."""
+
+    id: int
+    name: str
+    external_id: str | None
+    app_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,12 +533,68 @@ class RepoClient:
 
     # writes -----------------------------------------------------------------------------------
 
-    def create_check_run(self, body: Mapping[str, Any]) -> int:
-        data = self.transport.request("POST", f"{self._base}/check-runs", body=dict(body)).data
+    def create_check_run(self, body: Mapping[str, Any], *, app_id: int | None = None) -> int:
+        """Create a check run; its id.
+
+        With an ``external_id`` in ``body``, a retry after a 5xx or a lost connection first
+        looks for a run of that ``external_id`` (of App ``app_id``) on the head SHA, so a create
+        GitHub applied but could not confirm is not made twice.
+        """
+        external_id = body.get("external_id")
+
+        def recover() -> Response | None:
+            found = self.find_check_run(str(body["head_sha"]), str(external_id), app_id=app_id)
+            return None if found is None else Response(200, {}, {"id": found})
+
+        data = self.transport.request(
+            "POST",
+            f"{self._base}/check-runs",
+            body=dict(body),
+            recover=recover if external_id and body.get("head_sha") else None,
+        ).data
         return int(data["id"])
+
+    def find_check_run(
+        self, ref: str, external_id: str, *, app_id: int | None = None
+    ) -> int | None:
+        """The id of the run on ``ref`` with this ``external_id`` (of App ``app_id``), if any."""
+        for run in self.check_runs_for_ref(ref, app_id=app_id):
+            if run.external_id == external_id and (app_id is None or run.app_id == app_id):
+                return run.id
+        return None
 
     def update_check_run(self, check_run_id: int, body: Mapping[str, Any]) -> None:
         self.transport.request("PATCH", f"{self._base}/check-runs/{check_run_id}", body=dict(body))
+
+    def check_runs_for_ref(self, ref: str, *, app_id: int | None = None) -> list[ExistingCheckRun]:
+        """Every check run on ``ref`` (all of them, not only the latest per name), optionally
+        only those of one App. One request per 100 runs.
+
+        Used to find a run this server created but could not remember (killed between GitHub's
+        answer and the inbox write): its ``external_id`` names it.
+        """
+        params: dict[str, Any] = {"filter": "all", "per_page": 100}
+        if app_id is not None:
+            params["app_id"] = app_id
+        runs: list[ExistingCheckRun] = []
+        path: str | None = f"{self._base}/commits/{quote(ref)}/check-runs"
+        query: Mapping[str, Any] | None = params
+        while path:
+            resp = self.transport.request("GET", path, params=query)
+            for d in (
+                (resp.data or {}).get("check_runs", []) if isinstance(resp.data, Mapping) else []
+            ):
+                app = d.get("app") or {}
+                runs.append(
+                    ExistingCheckRun(
+                        id=int(d["id"]),
+                        name=str(d.get("name", "")),
+                        external_id=d.get("external_id") or None,
+                        app_id=app.get("id") if isinstance(app, Mapping) else None,
+                    )
+                )
+            path, query = _next_link(resp.headers.get("link", "")), None
+        return runs
 
     def default_branch(self) -> str:
         return str(self.transport.request("GET", self._base).data["default_branch"])

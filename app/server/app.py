@@ -121,6 +121,7 @@ class Deps:
             now=lambda: datetime.fromtimestamp(clock(), UTC),
             details_url=details_url,
             attester=_attester(settings, signer),
+            app_id=settings.github_app_id,
         )
         router = build_router(
             pipeline=pipeline,

@@ -12,6 +12,7 @@ Wiring the real engine is one class implementing ``Evaluator.evaluate`` and pass
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import suppress
@@ -43,6 +44,7 @@ __all__ = [
     "Evaluator",
     "NotConfiguredEvaluator",
     "PullRequestPipeline",
+    "check_external_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,8 +150,11 @@ class PullRequestPipeline:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         details_url: str | None = None,
         attester: Attester | None = None,
+        app_id: int | None = None,
     ) -> None:
         self.evaluator = evaluator
+        #: this App's id: a resumed delivery only adopts check runs this App created
+        self.app_id = app_id
         #: signs and stores the approval attestation; by default none (fail closed)
         self.attester: Attester = attester or AttestationsNotConfigured()
         self.inbox = inbox
@@ -279,16 +284,28 @@ class PullRequestPipeline:
         delivery_id: str,
     ) -> None:
         repo = client.full_name
+        found: dict[str, int] | None = None  # external_id -> run id, read once if needed
         for outcome in outcomes:
+            external_id = check_external_id(repo, pull, outcome.name, delivery_id)
             first, more = check_run_requests(
                 outcome,
                 head_sha=pull.head_sha,
                 details_url=self.details_url,
-                external_id=f"{repo}#{pull.number}@{pull.head_sha}",
+                external_id=external_id,
             )
             existing = self.inbox.check_run_id(delivery_id, repo, pull.head_sha, outcome.name)
+            if existing is None and self._resumed(delivery_id):
+                # an earlier attempt may have been killed after GitHub created this run and
+                # before the inbox remembered its id: find it by its external_id
+                if found is None:
+                    found = self._created_earlier(client, pull.head_sha)
+                existing = found.get(external_id[:255])
+                if existing is not None:
+                    self.inbox.remember_check_run(
+                        delivery_id, repo, pull.head_sha, outcome.name, existing
+                    )
             if existing is None:
-                check_id = client.create_check_run(first)
+                check_id = client.create_check_run(first, app_id=self.app_id)
                 self.inbox.remember_check_run(
                     delivery_id, repo, pull.head_sha, outcome.name, check_id
                 )
@@ -302,6 +319,32 @@ class PullRequestPipeline:
             metrics.CHECK_RUN_UPDATES.labels(
                 check=outcome.name, conclusion=outcome.conclusion
             ).inc()
+
+    def _resumed(self, delivery_id: str) -> bool:
+        """Was this delivery attempted before (a retry, or resumed after a crash)?"""
+        delivery = self.inbox.get(delivery_id)
+        return delivery is not None and delivery.attempts > 1
+
+    def _created_earlier(self, client: RepoClient, head_sha: str) -> dict[str, int]:
+        """This App's runs on ``head_sha`` by external_id (one request per 100 runs)."""
+        runs = client.check_runs_for_ref(head_sha, app_id=self.app_id)
+        return {
+            r.external_id: r.id
+            for r in runs
+            if r.external_id and (self.app_id is None or r.app_id == self.app_id)
+        }
+
+
+def check_external_id(repo: str, pull: PullRequestInfo, name: str, delivery_id: str) -> str:
+    """The ``external_id`` of one check run: which delivery published which check on which head.
+
+    Deterministic, so a delivery that is processed again (after a crash between GitHub creating
+    the run and the inbox remembering its id) finds its own run and updates it instead of adding
+    a second one. The digest comes first, so GitHub's 255-character cut never merges two ids.
+    """
+    key = f"{repo}\n{pull.number}\n{pull.head_sha}\n{name}\n{delivery_id}".encode()
+    digest = hashlib.sha256(key).hexdigest()[:24]
+    return f"plangate:{digest}:{repo}#{pull.number}@{pull.head_sha}"
 
 
 def _all_failed(detail: str) -> list[CheckOutcome]:

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
+import jwt
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "github"
 OPENAPI = json.loads((FIXTURES / "openapi-checks-subset.json").read_text())["operations"]
@@ -152,6 +153,8 @@ class FakeGitHub:
         self.deliveries: list[dict[str, Any]] = []
         self.redelivered: list[int] = []
         self.token_count = 0
+        #: installation token -> the App it was issued to (the JWT's ``iss``)
+        self.token_apps: dict[str, int | None] = {}
         self.created_pulls: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._etag_seq = 0
@@ -283,12 +286,14 @@ class FakeGitHub:
             if int(m.group(1)) not in self.installations:
                 return 404, {}, {"message": "Not Found"}
             self.token_count += 1
+            token = f"ghs_fake{self.token_count}"
+            self.token_apps[token] = _jwt_app(headers)
             expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
             return (
                 201,
                 {},
                 {
-                    "token": f"ghs_fake{self.token_count}",
+                    "token": token,
                     "expires_at": expires,
                     "permissions": {"checks": "write"},
                     "repository_selection": "all",
@@ -416,7 +421,7 @@ class FakeGitHub:
         if sub == "/check-runs" and method == "POST":
             self._validate("checks/create", data)
             run_id = len(self.check_runs) + 1
-            run = {"id": run_id, "annotations": [], **data}
+            run = {"id": run_id, "annotations": [], **data, "app": {"id": self._app(headers)}}
             run["annotations"] = list((data.get("output") or {}).get("annotations", []))
             self.check_runs[run_id] = run
             return (
@@ -429,6 +434,16 @@ class FakeGitHub:
                     "status": data.get("status", "queued"),
                 },
             )
+        m = re.fullmatch(r"/commits/([0-9a-f]{40})/check-runs", sub)
+        if m and method == "GET":  # checks/list-for-ref (filter=all; app_id honoured)
+            runs = [
+                _run_json(r)
+                for r in self.check_runs.values()
+                if r["head_sha"] == m.group(1)
+                and ("app_id" not in query or str(r["app"]["id"]) == query["app_id"])
+                and r["name"] == query.get("check_name", r["name"])
+            ]
+            return 200, {}, {"total_count": len(runs), "check_runs": runs}
         m = re.fullmatch(r"/check-runs/(\d+)", sub)
         if m and method == "PATCH":
             self._validate("checks/update", data)
@@ -444,6 +459,10 @@ class FakeGitHub:
         if m and method == "GET":
             return 200, {}, {"permission": "write", "user": {"login": m.group(1)}}
         return 404, {}, {"message": f"fake GitHub has no route for {method} {sub}"}
+
+    def _app(self, headers: dict[str, str]) -> int | None:
+        auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        return self.token_apps.get(auth.split(" ")[-1])
 
     def _etagged(self, headers: dict[str, str], payload: Any) -> tuple[int, dict[str, str], Any]:
         etag = '"' + hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest() + '"'
@@ -474,6 +493,32 @@ class FakeGitHub:
                 if p.startswith(prefix)
             ]
         return 200, {}, {"sha": tree_sha, "tree": entries, "truncated": False}
+
+
+def _jwt_app(headers: dict[str, str]) -> int | None:
+    """The App id (``iss``) of the App JWT a token request is authenticated with."""
+    auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+    try:
+        claims = jwt.decode(auth.split(" ")[-1], options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    try:
+        return int(claims["iss"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _run_json(run: dict[str, Any]) -> dict[str, Any]:
+    """A stored run in the ``checks/list-for-ref`` item shape (@octokit/openapi)."""
+    return {
+        "id": run["id"],
+        "name": run["name"],
+        "head_sha": run["head_sha"],
+        "external_id": run.get("external_id", ""),
+        "status": run.get("status", "queued"),
+        "conclusion": run.get("conclusion"),
+        "app": run["app"],
+    }
 
 
 def _pull_json(repo: FakeRepo, pull: Pull) -> dict[str, Any]:
