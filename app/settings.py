@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -43,6 +44,16 @@ class Settings(BaseModel):
         None,
         description="PLANGATE_SIGNING_KEY_PATH: the server's approval signing key "
         "(`plangate keygen`); without it plangate/approval never passes",
+    )
+    approval_backend: Literal["key", "keyless"] = Field(
+        "key",
+        description="PLANGATE_APPROVAL_BACKEND: `key` (the App signs with the signing key) or "
+        "`keyless` (the App dispatches the approval workflow, which signs with sigstore)",
+    )
+    approval_workflow: str = Field(
+        "plangate-approve.yml",
+        pattern=r"^[A-Za-z0-9._-]+\.ya?ml$",
+        description="PLANGATE_APPROVAL_WORKFLOW: the keyless approval workflow's file name",
     )
 
     database_url: SecretStr | None = Field(
@@ -103,6 +114,17 @@ class Settings(BaseModel):
             values["github_token"] = env["GITHUB_TOKEN"]
         if env.get("PLANGATE_SIGNING_KEY_PATH"):
             values["signing_key_path"] = env["PLANGATE_SIGNING_KEY_PATH"]
+        if env.get("PLANGATE_APPROVAL_BACKEND"):
+            backend = env["PLANGATE_APPROVAL_BACKEND"]
+            if backend not in ("key", "keyless"):
+                raise InputError(
+                    f"PLANGATE_APPROVAL_BACKEND={backend!r} is neither 'key' nor 'keyless'",
+                    hint="use `key` (PLANGATE_SIGNING_KEY_PATH) or `keyless` (sigstore, signed "
+                    "by the approval workflow)",
+                )
+            values["approval_backend"] = backend
+        if env.get("PLANGATE_APPROVAL_WORKFLOW"):
+            values["approval_workflow"] = env["PLANGATE_APPROVAL_WORKFLOW"]
         if env.get("PLANGATE_DATABASE_URL"):
             db_url = env["PLANGATE_DATABASE_URL"]
             if not db_url.startswith(("postgresql://", "postgres://")):
@@ -119,5 +141,6 @@ class Settings(BaseModel):
             name = {
                 "github_app_id": "GITHUB_APP_ID",
                 "data_dir": "PLANGATE_DATA_DIR",
+                "approval_workflow": "PLANGATE_APPROVAL_WORKFLOW",
             }.get(str(first["loc"][0]), str(first["loc"][0]).upper())
             raise InputError(f"{name}: {first['msg']}", hint=f"fix the {name} variable") from exc

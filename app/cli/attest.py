@@ -62,10 +62,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "attest",
         help="sign an approval attestation for plans",
         description="Build an in-toto approval statement for PLAN files and sign it. Local "
-        "mode records the approvers given with --approver; the sigstore backend signs "
-        "keyless from the approval workflow on the default branch.",
+        "mode records the approvers given with --approver. PR mode (--pr N --head-sha SHA, "
+        "the approval workflow on the default branch) evaluates the pull request's approval "
+        "gate from GitHub and, when satisfied, signs keylessly and stores the attestation.",
     )
-    attest.add_argument("plans", nargs="+", metavar="PLAN")
+    attest.add_argument("plans", nargs="*", metavar="PLAN")
+    attest.add_argument(
+        "--pr",
+        type=int,
+        default=None,
+        metavar="N",
+        help="PR mode: attest pull request N (reviews re-read from GitHub, never trusted input)",
+    )
+    attest.add_argument(
+        "--head-sha", default=None, metavar="SHA", help="PR mode: the head the approvals are for"
+    )
+    attest.add_argument("--sigstore-instance", choices=("production", "staging"))
+    attest.add_argument(
+        "--github-attestations-api",
+        action="store_true",
+        help="PR mode, keyless: also upload the bundle to GitHub's attestations API (off by "
+        "default; the job needs `attestations: write`)",
+    )
     attest.add_argument(
         "--approver",
         action="append",
@@ -87,7 +105,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="LOGIN",
         help="who wrote the plan (never counts as an approver; default: $USER)",
     )
-    attest.add_argument("--backend", choices=("local", "sigstore"), default="local")
+    attest.add_argument(
+        "--backend",
+        choices=("local", "sigstore"),
+        default=None,
+        help="local key (default for PLAN files) or sigstore keyless (default with --pr)",
+    )
     attest.add_argument(
         "--workflow",
         default="plangate-approve.yml",
@@ -282,6 +305,18 @@ def _signer(args: argparse.Namespace) -> Signer:
 
 
 def run_attest(args: argparse.Namespace) -> int:
+    if args.pr is not None or args.head_sha is not None:
+        from app.cli.attest_pr import run_attest_pr
+
+        if args.pr is None:
+            raise InputError("--head-sha needs --pr N")
+        args.backend = args.backend or "sigstore"
+        return run_attest_pr(args)
+    args.backend = args.backend or "local"
+    if not args.plans:
+        raise InputError(
+            "nothing to attest: pass PLAN files, or --pr N --head-sha SHA in the approval workflow"
+        )
     now = datetime.now(UTC)
     if not args.approver:
         raise InputError("no --approver given", hint="name who approved: --approver alice")

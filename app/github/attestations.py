@@ -30,7 +30,12 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from app.errors import GitHubError, GitHubUnavailable
 from app.github.client import RepoClient
 
-__all__ = ["ATTESTATION_BRANCH", "AttestationStore", "StoredAttestation"]
+__all__ = [
+    "ATTESTATION_BRANCH",
+    "AttestationStore",
+    "StoredAttestation",
+    "upload_to_attestations_api",
+]
 
 ATTESTATION_BRANCH = "plangate-attestations"
 _FILE_MODE = "100644"
@@ -192,3 +197,32 @@ def _check_path(path: str) -> None:
     parts = path.split("/")
     if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"{path!r} is not a relative path on the attestation branch")
+
+
+def upload_to_attestations_api(client: RepoClient, bundle: bytes) -> int:
+    """Also publish a keyless sigstore bundle through GitHub's artifact attestations API.
+
+    ``POST /repos/{owner}/{repo}/attestations`` (GitHub docs: "Create an attestation"; needs
+    ``attestations: write``). Optional and off by default: the attestation branch stays the
+    source the executor reads; this makes the bundle visible to ``gh attestation verify`` and
+    the repository's attestations page. Only sigstore bundles are accepted (GitHub stores
+    bundles, not bare DSSE envelopes). Returns GitHub's attestation id.
+    """
+    import json
+
+    try:
+        data = json.loads(bundle)
+    except ValueError as exc:
+        raise ValueError(f"not a sigstore bundle: {exc}") from exc
+    if not isinstance(data, dict) or not str(data.get("mediaType", "")).startswith(
+        "application/vnd.dev.sigstore.bundle"
+    ):
+        raise ValueError("only keyless sigstore bundles can be uploaded to GitHub's API")
+    owner, _, name = client.full_name.partition("/")
+    response = client.transport.request(
+        "POST", f"/repos/{quote(owner)}/{quote(name)}/attestations", body={"bundle": data}
+    )
+    ident = (response.data or {}).get("id")
+    if type(ident) is not int:
+        raise GitHubError("GitHub's attestations API returned no attestation id", status=None)
+    return ident

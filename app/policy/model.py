@@ -288,6 +288,18 @@ class SigstoreSigner(_Model):
     type: Literal["sigstore"]
     identity: str = Field(min_length=1, description="certificate SAN, e.g. a workflow URI")
     issuer: str = Field(pattern=r"^https://", description="OIDC issuer URL")
+    repository: str | None = Field(
+        None,
+        pattern=r"^https://",
+        description="source repository URI the certificate must name (Fulcio extension "
+        "1.3.6.1.4.1.57264.1.12), e.g. https://github.com/acme/ops",
+    )
+    repository_id: int | None = Field(
+        None,
+        gt=0,
+        description="immutable source repository id the certificate must name (extension "
+        "1.3.6.1.4.1.57264.1.15): a deleted and re-created repository gets a new id",
+    )
 
 
 Signer = Annotated[KeySigner | SigstoreSigner, Field(discriminator="type")]

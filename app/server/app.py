@@ -30,7 +30,7 @@ from app.errors import InputError
 from app.github.auth import AppCredentials, InstallationTokens
 from app.github.client import GitHubCache, HttpRetry, RepoClient
 from app.observability import metrics
-from app.server.approval import ApprovalAttester, web_url_for
+from app.server.approval import ApprovalAttester, KeylessApprovalAttester, web_url_for
 from app.server.deployment import DeploymentGate
 from app.server.evaluate import Evaluator, NotConfiguredEvaluator, PullRequestPipeline
 from app.server.handlers import RepoClients, build_router
@@ -131,7 +131,7 @@ class Deps:
             # only with attestations configured: without, the event is not subscribed to (the
             # default manifest), and a pending protection rule simply never passes
             deployments=None
-            if signer is None
+            if signer is None and settings.approval_backend != "keyless"
             else DeploymentGate(
                 api_url=settings.github_api_url,
                 now=lambda: datetime.fromtimestamp(clock(), UTC),
@@ -170,6 +170,13 @@ def own_trust(settings: Settings, signer: Signer | None) -> Trust:
 
 def _attester(settings: Settings, signer: Signer | None) -> ApprovalAttester | None:
     """The approval attester, or None (fail closed: approvals are held, with the reason)."""
+    if settings.approval_backend == "keyless":
+        # the approval workflow signs (sigstore, default branch); the App dispatches it and
+        # turns the check green once the bundle on the attestation branch verifies
+        return KeylessApprovalAttester(
+            workflow_file=settings.approval_workflow,
+            web_url=web_url_for(settings.github_api_url),
+        )
     signer = _signer(settings, signer)
     if signer is None:
         log.warning(

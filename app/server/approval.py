@@ -22,6 +22,8 @@ worker retries the delivery), so a half-done attestation never reports ``success
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,22 +45,25 @@ from app.approvals.attest import (
 from app.approvals.gate import GateResult, short_sha, to_attestation_approvers
 from app.approvals.render import check_run_output
 from app.approvals.verify import parse_statement
-from app.errors import GitHubError, PlangateError, RateLimited
+from app.errors import AttestationError, GitHubError, PlangateError, RateLimited
 from app.github.attestations import AttestationStore, StoredAttestation
 from app.github.checks import CheckOutcome
 from app.github.client import ChangedFile, PullRequestInfo, RepoClient, pull_info
 from app.signing import verify_signed_document
-from app.signing.base import Signer, Trust
+from app.signing.base import SignatureVerifier, Signer, Trust, github_workflow_identity
 
 if TYPE_CHECKING:
     from app.server.evaluate import EvaluationRequest
 
 __all__ = [
     "DEFAULT_TTL",
+    "DISPATCH_EVENT",
     "ApprovalAttester",
     "ApprovalFacts",
     "AttestationsNotConfigured",
     "Attester",
+    "KeylessApprovalAttester",
+    "dispatch_approval",
     "web_url_for",
 ]
 
@@ -152,10 +157,19 @@ class ApprovalAttester:
         ttl: timedelta = DEFAULT_TTL,
         store_for: Callable[[RepoClient], AttestationStore] = AttestationStore,
         trust: Trust | None = None,
+        sigstore_verifier: SignatureVerifier | None = None,
+        workflow_file: str | None = None,
     ) -> None:
         if ttl <= timedelta(0):
             raise ValueError("attestation ttl must be positive")
+        if workflow_file is not None:
+            github_workflow_identity("o/r", workflow_file, "main")  # a bad name fails early
+        #: keyless: the approval workflow's file; its pinned identity on the repository's
+        #: default branch (with the repository id) is whose stored bundle may be reused
+        self.workflow_file = workflow_file
         self.signer = signer
+        #: checks stored sigstore bundles (default: the trusted root shipped in the wheel)
+        self.sigstore_verifier = sigstore_verifier
         #: the signer's own public half: an attestation already stored for this head that
         #: verifies with it and says the same is reused instead of re-signed (no branch churn)
         self.trust = trust
@@ -187,7 +201,7 @@ class ApprovalAttester:
                 "attested. The pull request is evaluated again.",
             )
         # a push may have landed while we evaluated: attest only the head we judged
-        latest, repo_id = _latest_pull(client, pull.number)
+        latest, repo_id, default_branch = _latest_pull(client, pull.number)
         if latest.head_sha != pull.head_sha or latest.base_ref != pull.base_ref:
             return _held(
                 gate,
@@ -206,9 +220,42 @@ class ApprovalAttester:
         except ValueError as exc:  # fail closed, and say why
             return _held(gate, "Approved, but the attestation could not be built", str(exc))
         store = self.store_for(client)
-        reused = self._reusable(store, path, statement)
+        trust = self.trust_for(client, repo_id=repo_id, default_branch=default_branch)
+        reused = self._reusable(store, path, statement, trust)
         if reused is not None:
             return self._success(gate, *reused)
+        return self.produce(client, pull, gate, statement, store=store, path=path)
+
+    def trust_for(
+        self, client: RepoClient, *, repo_id: int | None, default_branch: str | None
+    ) -> Trust | None:
+        """Whose stored attestation of this head may be reused (the signer's own identity)."""
+        if self.workflow_file is None:
+            return self.trust
+        branch = default_branch or client.default_branch()
+        return Trust(
+            identities=(
+                github_workflow_identity(
+                    client.full_name,
+                    self.workflow_file,
+                    branch,
+                    repository_id=repo_id,
+                    server_url=self.web_url,
+                ),
+            )
+        )
+
+    def produce(
+        self,
+        client: RepoClient,
+        pull: PullRequestInfo,
+        gate: GateResult,
+        statement: ApprovalStatement,
+        *,
+        store: AttestationStore,
+        path: str,
+    ) -> CheckOutcome:
+        """Sign ``statement`` and store it at ``path``; ``success`` only once stored."""
         try:
             document = self.signer.sign(INTOTO_PAYLOAD_TYPE, statement.payload())
         except GitHubError:
@@ -241,7 +288,11 @@ class ApprovalAttester:
         return self._success(gate, statement, stored)
 
     def _reusable(
-        self, store: AttestationStore, path: str, statement: ApprovalStatement
+        self,
+        store: AttestationStore,
+        path: str,
+        statement: ApprovalStatement,
+        trust: Trust | None,
     ) -> tuple[ApprovalStatement, StoredAttestation] | None:
         """The stored attestation of this head, if it is ours and records the same approval.
 
@@ -249,14 +300,16 @@ class ApprovalAttester:
         left. Anything else (another approver, another policy, unreadable, not ours) is
         replaced by a fresh one.
         """
-        if self.trust is None or self.trust.empty:
+        if trust is None or trust.empty:
             return None
         tip = store.head()
         document = store.read(path, at=tip) if tip else None
         if tip is None or document is None:
             return None
         try:
-            signed = verify_signed_document(document, self.trust, source=path)
+            signed = verify_signed_document(
+                document, trust, source=path, sigstore_verifier=self.sigstore_verifier
+            )
             old = parse_statement(signed.payload_type, signed.payload, source=path)
         except PlangateError:
             return None
@@ -305,14 +358,140 @@ class ApprovalAttester:
         return CheckOutcome(NAME, out.conclusion, out.title, f"{note}\n\n{out.summary}", out.text)
 
 
-def _latest_pull(client: RepoClient, number: int) -> tuple[PullRequestInfo, int | None]:
+#: ``repository_dispatch`` event type the approval workflow listens to
+DISPATCH_EVENT = "plangate-approve"
+DEFAULT_WORKFLOW = "plangate-approve.yml"
+
+
+class _WorkflowSigns:
+    """The keyless attester's ``Signer`` slot: the App itself never signs keylessly."""
+
+    kind = "sigstore"
+
+    def sign(self, payload_type: str, payload: bytes) -> bytes:  # pragma: no cover - guard
+        raise AttestationError(
+            "keyless approvals are signed by the approval workflow, not by the App",
+            check="sign",
+        )
+
+
+class KeylessApprovalAttester(ApprovalAttester):
+    """Keyless backend, App side: the approval workflow signs; the App dispatches and checks.
+
+    Same statement and reuse rule as ``ApprovalAttester`` (this *is* one): when the gate is
+    satisfied the App looks for ``pr-<N>/<head>.sigstore.json`` on the attestation branch. If
+    it verifies against the pinned identity of ``.github/workflows/<workflow>`` on the
+    repository's default branch (SAN, issuer, source repository URI and id) and records the
+    same approval, the check turns ``success``. Otherwise the App sends a
+    ``repository_dispatch`` (``event_type: plangate-approve``, ``client_payload: {pr,
+    head_sha}``), which GitHub runs from the default branch only, and holds the check at
+    ``action_required`` until the workflow's push to the attestation branch brings the App
+    back (``push`` handler). The workflow re-evaluates the gate itself; the payload is only a
+    hint of which pull request to look at.
+
+    Dispatches for one head are sent at most once per ``redispatch_after`` seconds (a burst
+    of reviews does not start a burst of workflows; a lost run is retried on a later event).
+    """
+
+    def __init__(
+        self,
+        *,
+        workflow_file: str = DEFAULT_WORKFLOW,
+        web_url: str = "https://github.com",
+        ttl: timedelta = DEFAULT_TTL,
+        store_for: Callable[[RepoClient], AttestationStore] = AttestationStore,
+        sigstore_verifier: SignatureVerifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        redispatch_after: float = 600.0,
+    ) -> None:
+        super().__init__(
+            _WorkflowSigns(),
+            web_url=web_url,
+            ttl=ttl,
+            store_for=store_for,
+            sigstore_verifier=sigstore_verifier,
+            workflow_file=workflow_file,
+        )
+        self.workflow_file: str = workflow_file
+        self.clock = clock
+        self.redispatch_after = redispatch_after
+        self._sent: dict[tuple[str, int, str], float] = {}
+        self._lock = threading.Lock()
+
+    def produce(
+        self,
+        client: RepoClient,
+        pull: PullRequestInfo,
+        gate: GateResult,
+        statement: ApprovalStatement,
+        *,
+        store: AttestationStore,
+        path: str,
+    ) -> CheckOutcome:
+        key = (client.full_name, pull.number, pull.head_sha)
+        now = self.clock()
+        with self._lock:
+            last = self._sent.get(key)
+            due = last is None or now - last >= self.redispatch_after
+            if due:
+                self._sent[key] = now
+        if due:
+            try:
+                dispatch_approval(client, pull.number, pull.head_sha)
+            except RateLimited:
+                with self._lock:
+                    self._sent.pop(key, None)
+                raise
+            except GitHubError as exc:
+                with self._lock:
+                    self._sent.pop(key, None)
+                if exc.status not in (403, 404, 422):
+                    raise
+                return _held(
+                    gate,
+                    "Approved, but the approval workflow could not be started",
+                    f"GitHub refused the `repository_dispatch` that starts "
+                    f"`.github/workflows/{self.workflow_file}`: {exc}\n\n"
+                    "Operators: the App needs **Contents: write** to send it (see "
+                    "docs/attestations.md, keyless signing).",
+                )
+        return _held(
+            gate,
+            "Approved; signing in the approval workflow",
+            f"The approval requirements are met. The keyless approval attestation is signed by "
+            f"`.github/workflows/{self.workflow_file}` on the default branch "
+            f"({'started now' if due else 'already started'}); this check turns `success` "
+            f"once `{path}` is stored on the attestation branch.",
+        )
+
+
+def dispatch_approval(client: RepoClient, number: int, head_sha: str) -> None:
+    """``POST /repos/{owner}/{repo}/dispatches``: start the approval workflow (default branch).
+
+    GitHub docs: "Create a repository dispatch event" (204; needs Contents: write).
+    """
+    owner, _, name = client.full_name.partition("/")
+    client.transport.request(
+        "POST",
+        f"/repos/{quote(owner)}/{quote(name)}/dispatches",
+        body={"event_type": DISPATCH_EVENT, "client_payload": {"pr": number, "head_sha": head_sha}},
+    )
+
+
+def _latest_pull(client: RepoClient, number: int) -> tuple[PullRequestInfo, int | None, str | None]:
     """The pull request as it is now, plus the repository's immutable id (binds the
-    attestation to the repository across renames; the executor checks it)."""
+    attestation to the repository across renames; the executor checks it) and default branch
+    (when the payload names it)."""
     owner, _, name = client.full_name.partition("/")
     data = client.transport.request("GET", f"/repos/{quote(owner)}/{quote(name)}/pulls/{number}")
     repo = ((data.data or {}).get("base") or {}).get("repo") or {}
     repo_id = repo.get("id")
-    return pull_info(data.data), repo_id if type(repo_id) is int and repo_id > 0 else None
+    default = repo.get("default_branch")
+    return (
+        pull_info(data.data),
+        repo_id if type(repo_id) is int and repo_id > 0 else None,
+        default if isinstance(default, str) and default else None,
+    )
 
 
 def _essence(statement: ApprovalStatement) -> dict[str, object]:

@@ -170,6 +170,23 @@ class PullRequestPipeline:
         with_reviews: bool = True,
         delivery_id: str,
     ) -> list[CheckOutcome]:
+        outcomes = self.outcomes(client, pull, scope=scope, with_reviews=with_reviews)
+        self._publish(client, pull, outcomes, delivery_id=delivery_id)
+        return outcomes
+
+    def outcomes(
+        self,
+        client: RepoClient,
+        pull: PullRequestInfo,
+        *,
+        scope: Scope = "all",
+        with_reviews: bool = True,
+    ) -> list[CheckOutcome]:
+        """Evaluate (and, through the ``Attester``, attest) without publishing check runs.
+
+        ``plangate attest --pr`` in the keyless approval workflow runs exactly this, so the
+        workflow and the App judge a pull request with the same code.
+        """
         names = CHECK_NAMES if scope == "all" else ("plangate/approval",)
         files = client.changed_files(pull.number, head_sha=pull.head_sha, base_sha=pull.base_sha)
         plan_files = [f for f in files if is_plan_path(f.path) and f.status != "removed"]
@@ -186,7 +203,6 @@ class PullRequestPipeline:
                     )
                     for o in outcomes
                 ]
-            self._publish(client, pull, outcomes, delivery_id=delivery_id)
             return outcomes
 
         results = [self._load(client, pull, f) for f in plan_files]
@@ -201,9 +217,7 @@ class PullRequestPipeline:
             files=files,
             with_reviews=with_reviews,
         )
-        chosen = [o for o in outcomes if o.name in names]
-        self._publish(client, pull, chosen, delivery_id=delivery_id)
-        return chosen
+        return [o for o in outcomes if o.name in names]
 
     def _load(self, client: RepoClient, pull: PullRequestInfo, f: ChangedFile) -> FileResult:
         raw = client.blob(f.blob_sha) if f.blob_sha else client.file_at(f.path, pull.head_sha)

@@ -10,6 +10,8 @@ Handlers get their dependencies when the router is built (``build_router``), so 
 - ``check_run``: rerequested, requested_action
 - ``installation``/``installation_repositories``: recorded
 - ``push`` to the default branch touching ``policies/``: re-evaluate open pull requests
+- ``push`` to ``plangate-attestations`` adding ``pr-<N>/<head>.sigstore.json`` (the keyless
+  approval workflow stored its bundle): re-evaluate that pull request's approval check
 - ``deployment_protection_rule``: requested (approve or reject the environment, see
   ``app.server.deployment``)
 """
@@ -17,9 +19,11 @@ Handlers get their dependencies when the router is built (``build_router``), so 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from app.github.attestations import ATTESTATION_BRANCH
 from app.github.client import PullRequestInfo, RepoClient, pull_info
 from app.server.deployment import DeploymentGate
 from app.server.evaluate import POLICIES_DIR, PullRequestPipeline
@@ -130,6 +134,15 @@ def build_router(
     @router.register("push")
     def on_push(event: Event) -> None:
         payload = event.payload
+        if payload.get("ref") == f"refs/heads/{ATTESTATION_BRANCH}":
+            # the keyless approval workflow stored a bundle: re-judge that PR's approval check
+            # (the attester verifies the stored bundle itself; the push only says where to look)
+            for number, head in _keyless_attestations(payload):
+                client = client_for(event)
+                pr = client.pull(number)
+                if pr.head_sha == head and pr.state == "open":
+                    pipeline.run(client, pr, scope="approval", delivery_id=event.delivery_id)
+            return
         default = (payload.get("repository") or {}).get("default_branch")
         if not default or payload.get("ref") != f"refs/heads/{default}":
             return
@@ -154,6 +167,21 @@ def build_router(
             raise
 
     return router
+
+
+_KEYLESS_PATH = re.compile(r"pr-([1-9][0-9]{0,9})/([0-9a-f]{40})\.sigstore\.json")
+
+
+def _keyless_attestations(push: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """``(PR number, head SHA)`` of approval bundles a push to the attestation branch added."""
+    found: set[tuple[int, str]] = set()
+    for commit in push.get("commits") or []:
+        for key in ("added", "modified"):
+            for path in commit.get(key) or []:
+                m = _KEYLESS_PATH.fullmatch(str(path))
+                if m:
+                    found.add((int(m.group(1)), m.group(2)))
+    return sorted(found)
 
 
 def _touches(push: Mapping[str, Any], prefix: str) -> bool:

@@ -167,6 +167,8 @@ def trust_from_policy(
     Accepts the policy model's entries by shape: ``type: key`` with a PEM ``public_key``, or
     ``type: sigstore`` with ``identity`` (certificate SAN) and ``issuer``. A key that is not
     ECDSA P-256 is a policy error naming the signer (fail closed: never silently skipped).
+    A ``sigstore`` entry may also pin ``repository`` (source repository URI) and
+    ``repository_id`` (GitHub's immutable id): both certificate extensions must then match.
     """
     keys: list[TrustedKey] = []
     identities: list[TrustedIdentity] = []
@@ -182,7 +184,15 @@ def trust_from_policy(
                     hint="use the .pub file written by `plangate keygen` (ECDSA P-256)",
                 ) from exc
         elif kind == "sigstore":
-            identities.append(TrustedIdentity(san=signer.identity, issuer=signer.issuer))
+            repo_id = getattr(signer, "repository_id", None)
+            identities.append(
+                TrustedIdentity(
+                    san=signer.identity,
+                    issuer=signer.issuer,
+                    repository_uri=getattr(signer, "repository", None),
+                    repository_id=None if repo_id is None else str(repo_id),
+                )
+            )
         else:
             raise PolicyLoadError(f"signers: {name}: unknown signer type {kind!r}")
     return Trust(

@@ -67,6 +67,31 @@ def _log_id(key: ec.EllipticCurvePublicKey) -> bytes:
     return hashlib.sha256(_spki_der(key)).digest()
 
 
+def _split(n: int) -> int:
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def _mth(leaves: list[bytes]) -> bytes:
+    """RFC 6962 2.1 Merkle Tree Hash of leaf hashes."""
+    if len(leaves) == 1:
+        return leaves[0]
+    k = _split(len(leaves))
+    return hashlib.sha256(b"\x01" + _mth(leaves[:k]) + _mth(leaves[k:])).digest()
+
+
+def _path(m: int, leaves: list[bytes]) -> list[bytes]:
+    """RFC 6962 2.1.1 audit path of leaf ``m`` (leaf to root order)."""
+    if len(leaves) == 1:
+        return []
+    k = _split(len(leaves))
+    if m < k:
+        return [*_path(m, leaves[:k]), _mth(leaves[k:])]
+    return [*_path(m - k, leaves[k:]), _mth(leaves[:k])]
+
+
 def actions_token(job_workflow_ref: str, *, repository_id: str = "1296269", **extra: Any) -> str:
     """A GitHub-Actions-shaped OIDC token (unsigned for our purposes: the fake CA trusts it)."""
     now = int(time.time())
@@ -271,8 +296,11 @@ class FakeSigstore:
         canonical = rfc8785.dumps(body)
         index = len(self.entries)
         self.entries.append(canonical)
-        # a log holding only this entry: the root is the leaf hash, the proof is empty
-        root = hashlib.sha256(b"\x00" + canonical).digest()
+        # RFC 6962 Merkle tree over every entry so far: root and inclusion path of this one
+        leaves = [hashlib.sha256(b"\x00" + e).digest() for e in self.entries]
+        size = len(leaves)
+        root = _mth(leaves)
+        path = _path(index, leaves)
         log_id = _log_id(self.rekor_key.public_key())
         integrated = int(time.time())
         body_b64 = base64.b64encode(canonical).decode()
@@ -284,7 +312,7 @@ class FakeSigstore:
                 "logIndex": index,
             }
         )
-        note = f"rekor.fake-sigstore.test - 1\n1\n{base64.b64encode(root).decode()}\n"
+        note = f"rekor.fake-sigstore.test - 1\n{size}\n{base64.b64encode(root).decode()}\n"
         note_sig = log_id[:4] + self.rekor_key.sign(note.encode(), _ECDSA)
         checkpoint = (
             f"{note}\n\u2014 rekor.fake-sigstore.test {base64.b64encode(note_sig).decode()}\n"
@@ -298,10 +326,10 @@ class FakeSigstore:
                 "verification": {
                     "inclusionProof": {
                         "checkpoint": checkpoint,
-                        "hashes": [],
+                        "hashes": [h.hex() for h in path],
                         "logIndex": index,
                         "rootHash": root.hex(),
-                        "treeSize": 1,
+                        "treeSize": size,
                     },
                     "signedEntryTimestamp": base64.b64encode(
                         self.rekor_key.sign(set_payload, _ECDSA)

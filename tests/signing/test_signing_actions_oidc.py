@@ -3,7 +3,9 @@ and the guards that keep signing out of pull-request workflows."""
 
 from __future__ import annotations
 
+import json
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -141,3 +143,85 @@ def test_signing_context_requires_default_branch():
         check_signing_context(
             event_name="workflow_dispatch", ref="refs/heads/feature", default_branch="main"
         )
+
+
+# --- against a real HTTP server on 127.0.0.1 (the token service's shape, no network) --------
+
+
+class _TokenService:
+    """GitHub's Actions ID token endpoint, served on 127.0.0.1 for one test."""
+
+    def __init__(self, token: str, *, status: int = 200) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        service = self
+        self.requests: list[tuple[str, str]] = []  # (path with query, Authorization)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                service.requests.append((self.path, self.headers.get("Authorization", "")))
+                body = json.dumps({"count": 1, "value": token}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        host, port = self.server.server_address[:2]
+        self.url = f"http://{host}:{port}/_apis/distributedtask/idtoken?api-version=2.0"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def token_service():
+    service = _TokenService(actions_token())
+    yield service
+    service.close()
+
+
+def test_token_request_against_local_token_service(token_service):
+    token = fetch_actions_id_token(request_url=token_service.url, request_token="req-token")
+    assert unverified_claims(token)["aud"] == "sigstore"
+    ((path, auth),) = token_service.requests
+    parsed = urlsplit(path)
+    assert parse_qs(parsed.query) == {"api-version": ["2.0"], "audience": ["sigstore"]}
+    assert auth == "bearer req-token"
+    assert unverified_claims(token)["job_workflow_ref"].endswith("@refs/heads/main")
+
+
+def test_our_token_request_matches_sigstore_detect_credential(token_service, monkeypatch):
+    """``IdentityToken(detect_credential())`` (sigstore-python) and ours get the same token
+    from the same environment: the request is the one sigstore makes."""
+    from sigstore.oidc import IdentityToken, detect_credential
+
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", token_service.url)
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "req-token")
+    theirs = detect_credential()
+    ours = fetch_actions_id_token(request_url=token_service.url, request_token="req-token")
+    assert theirs == ours
+    assert IdentityToken(theirs).identity == "repo:acme/ops:ref:refs/heads/main"
+    assert [auth for _, auth in token_service.requests] == ["bearer req-token"] * 2
+    assert all("audience=sigstore" in path for path, _ in token_service.requests)
+    SigstoreSigner(identity_token=ours, expected=IDENTITY)  # the claims pass our pre-check
+
+
+def test_local_token_service_refusal_names_the_permission():
+    service = _TokenService("unused", status=403)
+    try:
+        with pytest.raises(AttestationError, match="HTTP 403") as info:
+            fetch_actions_id_token(request_url=service.url, request_token="t")
+    finally:
+        service.close()
+    assert "id-token: write" in info.value.diagnostics()

@@ -46,3 +46,59 @@ def test_unusable_policy_key_is_a_policy_error():
 
 def test_no_policy_signers_means_nothing_verifies():
     assert trust_from_policy([]).empty
+
+
+def test_policy_sigstore_signer_pins_source_repository_uri_and_id():
+    trust = trust_from_policy(
+        [
+            SigstoreSigner(
+                name="gha",
+                type="sigstore",
+                identity=SAN,
+                issuer=GITHUB_ACTIONS_ISSUER,
+                repository="https://github.com/acme/ops",
+                repository_id=1296269,
+            )
+        ]
+    )
+    (identity,) = trust.identities
+    assert identity.repository_uri == "https://github.com/acme/ops"
+    assert identity.repository_id == "1296269"
+    # both become sigstore policy checks on the certificate (AllOf with SAN/issuer)
+    from sigstore.verify.policy import OIDCSourceRepositoryIdentifier, OIDCSourceRepositoryURI
+
+    from app.signing.sigstore_backend import identity_policy
+
+    (alternative,) = identity_policy(trust.identities)._children
+    kinds = {type(child) for child in alternative._children}
+    assert {OIDCSourceRepositoryURI, OIDCSourceRepositoryIdentifier} <= kinds
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("repository", "http://github.com/acme/ops"), ("repository_id", 0)]
+)
+def test_policy_sigstore_signer_rejects_bad_repository_pins(field, value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field):
+        SigstoreSigner(
+            name="gha",
+            type="sigstore",
+            identity=SAN,
+            issuer=GITHUB_ACTIONS_ISSUER,
+            **{field: value},
+        )
+
+
+def test_approval_backend_setting():
+    from app.errors import InputError
+    from app.settings import Settings
+
+    assert Settings.from_env({}).approval_backend == "key"
+    settings = Settings.from_env({"PLANGATE_APPROVAL_BACKEND": "keyless"})
+    assert settings.approval_backend == "keyless"
+    assert settings.approval_workflow == "plangate-approve.yml"
+    with pytest.raises(InputError, match="PLANGATE_APPROVAL_BACKEND"):
+        Settings.from_env({"PLANGATE_APPROVAL_BACKEND": "sigstore"})
+    with pytest.raises(InputError, match="PLANGATE_APPROVAL_WORKFLOW"):
+        Settings.from_env({"PLANGATE_APPROVAL_WORKFLOW": "../evil.yml"})
