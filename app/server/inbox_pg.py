@@ -66,12 +66,12 @@ CREATE TABLE IF NOT EXISTS plangate_deliveries (
     claim_token TEXT,
     lease_until DOUBLE PRECISION
 );
-CREATE INDEX IF NOT EXISTS plangate_deliveries_ready
-    ON plangate_deliveries (status, next_attempt_at, seq);
-CREATE INDEX IF NOT EXISTS plangate_deliveries_key
-    ON plangate_deliveries (order_key, status, seq);
-CREATE INDEX IF NOT EXISTS plangate_deliveries_lease
-    ON plangate_deliveries (lease_until) WHERE status = 'processing';
+-- unfinished rows only: claims stay cheap however many finished deliveries the table keeps
+CREATE INDEX IF NOT EXISTS plangate_deliveries_open
+    ON plangate_deliveries (seq) WHERE status IN ('queued', 'processing');
+CREATE INDEX IF NOT EXISTS plangate_deliveries_open_key
+    ON plangate_deliveries (order_key, seq) WHERE status IN ('queued', 'processing');
+CREATE INDEX IF NOT EXISTS plangate_deliveries_status ON plangate_deliveries (status, seq);
 CREATE TABLE IF NOT EXISTS plangate_check_runs (
     delivery_id TEXT NOT NULL,
     repo TEXT NOT NULL,
@@ -102,7 +102,8 @@ _KEY_LOCKS = 7206
 # queued before it. SKIP LOCKED: a row another replica is claiming right now is passed over.
 _CANDIDATES = """
 SELECT d.seq, d.order_key FROM plangate_deliveries d
-WHERE ((d.status = 'queued' AND d.next_attempt_at <= %(now)s)
+WHERE d.status IN ('queued', 'processing')
+  AND ((d.status = 'queued' AND d.next_attempt_at <= %(now)s)
        OR (d.status = 'processing' AND d.lease_until <= %(now)s))
   AND NOT EXISTS ({blocking})
 ORDER BY d.seq
@@ -112,8 +113,9 @@ FOR UPDATE SKIP LOCKED
 
 # Another delivery of the same pull request in flight (whoever holds it), or queued before it.
 _BLOCKING = (
-    "SELECT 1 FROM plangate_deliveries e WHERE e.order_key = d.order_key AND e.seq <> d.seq "
-    "AND (e.status = 'processing' OR (e.status = 'queued' AND e.seq < d.seq))"
+    "SELECT 1 FROM plangate_deliveries e WHERE e.order_key = d.order_key "
+    "AND e.status IN ('queued', 'processing') AND e.seq <> d.seq "
+    "AND (e.status = 'processing' OR e.seq < d.seq)"
 )
 
 _TAKE = f"""
@@ -129,6 +131,11 @@ def _claim_unit(
     conn: psycopg.Connection, now: float, owner: str, token: str, lease: float
 ) -> tuple[Any, ...] | None:
     """One claim transaction (see ``PostgresInbox.claim``)."""
+    # The candidates are the first rows in ``seq`` order: walk the partial index on unfinished
+    # rows in that order and stop at the LIMIT. Without statistics (a fresh table, a burst
+    # before autovacuum analyzes it) the planner would rather sort every queued row (measured:
+    # 8-11 ms per claim with 3,000 queued, 0.6 ms with the ordered walk).
+    conn.execute("SET LOCAL enable_sort = off")
     candidates = conn.execute(_CANDIDATES.replace("{blocking}", _BLOCKING), {"now": now}).fetchall()
     for seq, key in candidates:
         if key is not None:
