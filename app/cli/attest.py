@@ -145,6 +145,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SAN",
         help="trusted sigstore certificate identity (repeatable; issuer: GitHub Actions)",
     )
+    verify.add_argument(
+        "--repo-id",
+        type=int,
+        default=None,
+        metavar="ID",
+        help="GitHub's immutable repository id: the statement and, for keyless bundles, the "
+        "certificate's source repository id must match (a re-created repository has another)",
+    )
     verify.add_argument("--sigstore-instance", choices=("production", "staging"))
     verify.add_argument("--policies", type=Path, default=Path("policies"), metavar="DIR")
     verify.add_argument("--policy-digest", default=None, metavar="sha256:HEX")
@@ -372,7 +380,13 @@ def _trust(args: argparse.Namespace) -> Trust:
             ) from exc
         except ValueError as exc:
             raise InputError(f"{path}: not a usable public key: {exc}") from exc
-    identities = tuple(TrustedIdentity(san=san) for san in args.trusted_identity)
+    repo_id = getattr(args, "repo_id", None)
+    if repo_id is not None and repo_id < 1:
+        raise InputError(f"--repo-id {repo_id}: not a repository id")
+    identities = tuple(
+        TrustedIdentity(san=san, repository_id=None if repo_id is None else str(repo_id))
+        for san in args.trusted_identity
+    )
     return Trust(
         keys=tuple(keys),
         identities=identities,
@@ -396,6 +410,7 @@ def run_verify(args: argparse.Namespace) -> int:
             args.repo,
             args.pr,
             datetime.now(UTC),
+            expected_repo_id=args.repo_id,
             expected_policy_digest=args.policy_digest or policy_dir_digest(args.policies),
             source=str(path),
         )

@@ -14,6 +14,13 @@ that decision durable and verifiable before GitHub is told. Order matters and is
 4. store it on the bot-only branch (``app.github.attestations``);
 5. only then render ``success``.
 
+Keyless (``KeylessApprovalAttester``, ``PLANGATE_APPROVAL_BACKEND=keyless``): the App cannot
+hold a workflow's OIDC identity, so step 3 happens in ``.github/workflows/plangate-approve.yml``
+on the default branch. The App sends a ``repository_dispatch`` and holds the check; the
+workflow runs this very class (``plangate attest --pr``, with a ``SigstoreSigner``) and stores
+the bundle; the App then finds it, verifies it against the pinned workflow identity and renders
+``success``. One statement builder and one reuse rule serve both sides.
+
 Fail closed: without a signer (``AttestationsNotConfigured``) a satisfied gate stays
 ``action_required`` and says why; a signing failure does too. GitHub errors propagate (the
 worker retries the delivery), so a half-done attestation never reports ``success``.

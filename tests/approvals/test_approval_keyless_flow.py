@@ -13,6 +13,7 @@ turns the check green. The executor's checks then accept it with trust from poli
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import sys
@@ -437,3 +438,25 @@ def test_upload_to_github_attestations_api_is_opt_in(gh, workflow_env):
     assert _run_workflow(gh, workflow_env, "--github-attestations-api")[0] == 0
     (upload,) = gh.uploads
     assert upload["bundle"] == json.loads(_stored(gh))
+
+
+def test_plangate_verify_pins_repository_id_of_keyless_bundle(
+    gh, workflow_env, instance, tmp_path, monkeypatch, capsys
+):
+    _approve(gh)
+    assert _run_workflow(gh, workflow_env)[0] == 0
+    bundle = _stored(gh)
+    statement = json.loads(base64.b64decode(json.loads(bundle)["dsseEnvelope"]["payload"]))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "hello.yaml").write_bytes(PLAN)
+    (tmp_path / "bundle.json").write_bytes(bundle)
+    # offline against the fake instance's trusted root instead of the one in the wheel
+    monkeypatch.setattr(SigstoreVerifier, "_root", lambda self, _i: instance.trusted_root())
+    common = ["verify", "plans/hello.yaml", "--attestation", "bundle.json", "--repo", REPO]
+    common += ["--pr", "2", "--trusted-identity", SAN]
+    common += ["--policy-digest", statement["predicate"]["policyDigest"]]
+    capsys.readouterr()
+    assert main([*common, "--repo-id", str(REPO_ID)]) == 0, capsys.readouterr().err
+    assert main([*common, "--repo-id", str(REPO_ID + 1)]) == 1
+    assert "FAILED check 'signer'" in capsys.readouterr().err
