@@ -100,6 +100,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "one is configured, else sigstore if the job can get an OIDC token, else none",
     )
     p.add_argument("--signing-key", type=Path, default=None, metavar="PEM")
+    p.add_argument(
+        "--carry-state",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the run state between workflow runs: a signed copy on the attestation "
+        "branch, restored on a fresh runner (default: yes, unless PLANGATE_DATABASE_URL is set)",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run_execute)
 
@@ -316,9 +323,9 @@ def execute(
     environ: Mapping[str, str],
     github: Any | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    run_signer: Callable[[], Any] | None = None,
+    run_signer: RunSigning | None = None,
 ) -> int:
-    """``run_signer`` (tests): makes the signer of run attestations instead of ``--attest-run``."""
+    """``run_signer`` (tests): signs run attestations instead of ``--attest-run``."""
     from app.execute import github_mode as gm
     from app.policy.loader import load_policy_dir
 
@@ -356,9 +363,21 @@ def execute(
     outcomes: list[gm.PlanOutcome] = []
     notes: list[str] = []
     error: str | None = None
+    carry = not args.dry_run and args.carry_state and _carries_state(environ)
+    state_refused: str | None = None
     try:
+        if carry:
+            try:
+                notes += _restore_state(args, ctx, github, data_dir, run_signer)
+            except AttestationError as exc:
+                print(f"plangate: carried state refused: {exc.diagnostics()}", file=sys.stderr)
+                state_refused = f"carried run state refused ({exc.check} check): {exc}. {exc.hint}"
+                notes += [f"**Carried state refused** ({exc.check} check): {exc}", ""]
         pulls: list[Any] | None = None
         for path in diff.changed:
+            if state_refused is not None:  # fail closed: nothing runs on untrusted state
+                outcomes.append(gm.PlanOutcome(path=path, refusal=state_refused))
+                continue
             if pulls is None:
                 pulls = github.pulls_for_commit(ctx.after)
             outcomes.append(
@@ -376,6 +395,8 @@ def execute(
                     run_signer,
                 )
             )
+        if carry and any(o.result is not None for o in outcomes):
+            notes += _save_state(args, ctx, github, data_dir, run_signer)
         if args.push_audit and not args.dry_run:
             notes += _push_audit(ctx)
     except BaseException as exc:  # the check run must not stay "in progress" or say success
@@ -529,11 +550,13 @@ def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress, 
     from app.execute.policy_port import EnginePolicy
     from app.execute.ports import FanoutSink, JsonlEventSink
     from app.execute.runner import RunOptions
-    from app.execute.state import StateStore
+    from app.execute.state import state_store_for
     from app.execute.wiring import production_runner, run_until_signalled
+    from app.settings import Settings
 
     clock = lambda: datetime.now(UTC)  # noqa: E731
-    state = StateStore.open(data_dir)
+    # PLANGATE_DATABASE_URL: a PostgreSQL store every runner shares; else SQLite under data_dir
+    state = state_store_for(Settings.from_env(), data_dir)
     store = GitAuditStore(Path.cwd())
     try:
         audit = AuditEventSink(
@@ -574,6 +597,102 @@ def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress, 
         store.commit()
         store.close()
         state.close()
+
+
+def _carries_state(environ: Mapping[str, str]) -> bool:
+    """A shared PostgreSQL store needs no carrying: every runner sees it."""
+    from app.settings import Settings
+
+    return Settings.from_env(environ).database_url is None
+
+
+def _restore_state(args, ctx: ActionsContext, github, data_dir: Path, signing) -> list[str]:  # type: ignore[no-untyped-def]
+    """On a runner without local state, restore the signed copy the last run left (if any).
+
+    Raises ``AttestationError`` when a copy exists but cannot be trusted: running without it
+    could repeat completed steps, running with it could skip steps or inject outputs, so no
+    plan runs (fail closed) until a person looks (docs/runbooks.md).
+    """
+    from app.execute.state_carry import STATE_PATH, check_state
+    from app.github.attestations import AttestationStore
+    from app.signing import verify_signed_document
+
+    if (data_dir / "state.db").exists():
+        return []
+    store = AttestationStore(github.client, branch=args.attestation_branch)
+    head = store.head()
+    blob = store.read(STATE_PATH, at=head) if head else None
+    if blob is None:
+        return []
+    hint = (
+        f"someone must check who changed {STATE_PATH} on {args.attestation_branch}; to start "
+        "over on purpose, delete state/ from that branch (completed steps may then run again)"
+    )
+    if signing is None:
+        raise AttestationError(
+            f"{args.attestation_branch}:{STATE_PATH} holds earlier runs' state, but no executor "
+            "signer is configured to verify it (--attest-run)",
+            check="signer",
+            hint=hint,
+        )
+    statement = None
+    for kind in ("sigstore", "dsse"):
+        statement = store.read(f"{STATE_PATH}.{kind}.json", at=head)
+        if statement is not None:
+            break
+    if statement is None:
+        raise AttestationError(
+            f"{STATE_PATH}: no signed statement beside it", check="missing", hint=hint
+        )
+    try:
+        signed = verify_signed_document(statement, signing.trust, source=f"{STATE_PATH} statement")
+        check_state(blob, signed.payload_type, signed.payload, repository=ctx.repo)
+    except AttestationError as exc:
+        exc.hint = hint
+        raise
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / "state.db.restore"
+    tmp.write_bytes(blob)
+    tmp.replace(data_dir / "state.db")
+    return [
+        f"Run state restored from `{args.attestation_branch}:{STATE_PATH}` (signature verified).",
+        "",
+    ]
+
+
+def _save_state(args, ctx: ActionsContext, github, data_dir: Path, signing) -> list[str]:  # type: ignore[no-untyped-def]
+    """Store a signed copy of the state for the next workflow run (best effort, noted)."""
+    from app.approvals.attest import INTOTO_PAYLOAD_TYPE
+    from app.execute.state_carry import STATE_PATH, snapshot, state_statement
+    from app.github.attestations import AttestationStore
+
+    db = data_dir / "state.db"
+    if not db.exists():
+        return []
+    if signing is None:
+        return [
+            "Run state NOT carried to the next workflow run: no executor signer (--attest-run); "
+            "a re-run starts from nothing.",
+            "",
+        ]
+    try:
+        blob = snapshot(db)
+        signer = signing.make()
+        payload = state_statement(
+            blob, repository=ctx.repo, commit=ctx.after, workflow_run=ctx.run_url or ""
+        )
+        document = signer.sign(INTOTO_PAYLOAD_TYPE, payload)
+        store = AttestationStore(github.client, branch=args.attestation_branch)
+        store.store(STATE_PATH, blob, message=f"plangate: executor state after {ctx.after[:12]}")
+        store.store(
+            f"{STATE_PATH}.{signer.kind}.json",
+            document,
+            message=f"plangate: executor state statement after {ctx.after[:12]}",
+        )
+    except (PlangateError, OSError, ValueError) as exc:
+        print(f"plangate: run state not carried: {exc}", file=sys.stderr)
+        return [f"Run state NOT carried to the next workflow run: {exc}", ""]
+    return [f"Run state carried: `{args.attestation_branch}:{STATE_PATH}` (signed).", ""]
 
 
 def _run_secrets(plan: Any, scoped: Any) -> dict[str, str]:
@@ -622,10 +741,9 @@ def _locks(args, ctx: ActionsContext, github, state):  # type: ignore[no-untyped
     import asyncio
 
     from app.execute.github_locks import GitRefLocks
-    from app.execute.locks import LockManager
 
     if args.locks == "local":
-        return LockManager(state.conn, now=time.time, sleep=asyncio.sleep, lease=60.0)
+        return state.lock_manager(now=time.time, sleep=asyncio.sleep, lease=60.0)
     return GitRefLocks(
         github.client.transport,
         ctx.repo,
@@ -636,24 +754,46 @@ def _locks(args, ctx: ActionsContext, github, state):  # type: ignore[no-untyped
     )
 
 
+@dataclass(frozen=True)
+class RunSigning:
+    """What signs the executor's own documents (run attestations, the carried state), and the
+    trust that verifies them again (the key's public half, or this workflow's identity)."""
+
+    make: Callable[[], Any]
+    trust: Any
+
+
 def _run_signer_factory(
     args: argparse.Namespace, environ: Mapping[str, str], ctx: ActionsContext
-) -> Callable[[], Any] | None:
+) -> RunSigning | None:
     """What signs run attestations (``--attest-run``); None: runs are not attested.
 
     A key is loaded now (a bad key fails before anything runs). The keyless signer is made
     at the end of each run: the job's OIDC token is short-lived, runs may be long.
     """
     from app.settings import Settings
+    from app.signing import Trust, TrustedKey
 
     if args.attest_run == "off":
         return None
     key = args.signing_key or Settings.from_env(environ).signing_key_path
     if key is not None and args.attest_run in ("auto", "key"):
+        from cryptography.hazmat.primitives import serialization
+
         from app.signing.local_key import LocalKeySigner, load_private_key
 
-        signer = LocalKeySigner(load_private_key(Path(key)))
-        return lambda: signer
+        private = load_private_key(Path(key))
+        signer = LocalKeySigner(private)
+        pem = (
+            private.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+        return RunSigning(
+            lambda: signer, Trust(keys=(TrustedKey(public_key_pem=pem, name="executor"),))
+        )
     if args.attest_run == "key":
         raise InputError(
             "--attest-run key: no signing key",
@@ -696,7 +836,7 @@ def _run_signer_factory(
             expected=expected,
         )
 
-    return make
+    return RunSigning(make, Trust(identities=(expected,)))
 
 
 def _attest_run(  # type: ignore[no-untyped-def]
@@ -723,7 +863,7 @@ def _attest_run(  # type: ignore[no-untyped-def]
     try:
         signed = sign_run(
             result,
-            run_signer(),
+            run_signer.make(),
             plan_path=outcome.path,
             started_at=started_at,
             finished_at=finished_at,
