@@ -101,6 +101,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--signing-key", type=Path, default=None, metavar="PEM")
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="require earlier run state (local, carried or PostgreSQL) and continue from it; "
+        "without it, refuse instead of starting over (re-runs resume anyway)",
+    )
+    p.add_argument(
         "--carry-state",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -373,6 +379,16 @@ def execute(
                 print(f"plangate: carried state refused: {exc.diagnostics()}", file=sys.stderr)
                 state_refused = f"carried run state refused ({exc.check} check): {exc}. {exc.hint}"
                 notes += [f"**Carried state refused** ({exc.check} check): {exc}", ""]
+        if (
+            args.resume
+            and state_refused is None
+            and _carries_state(environ)
+            and not (data_dir / "state.db").exists()
+        ):
+            state_refused = (
+                "--resume: no earlier run state to resume (none local, none carried on "
+                f"{args.attestation_branch}:state/state.sqlite)"
+            )
         pulls: list[Any] | None = None
         for path in diff.changed:
             if state_refused is not None:  # fail closed: nothing runs on untrusted state

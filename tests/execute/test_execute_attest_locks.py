@@ -157,3 +157,65 @@ def test_local_locks_option_uses_no_refs(world):
     world.attest()
     assert execute(world, "--locks", "local") == 0
     assert not [w for w in world.gh.git.writes if w[1].startswith("refs/plangate/locks/")]
+
+
+# --- keyless: the executor's own workflow identity ------------------------------------------
+
+
+def _oidc_env(monkeypatch, event: str = "push", ref: str = "refs/heads/main") -> None:
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", "https://token.actions.example/req")
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "request-token")
+    monkeypatch.setenv("GITHUB_EVENT_NAME", event)
+    monkeypatch.setenv("GITHUB_REF", ref)
+    monkeypatch.setenv(
+        "GITHUB_WORKFLOW_REF", "acme/ops/.github/workflows/plangate-execute.yml@refs/heads/main"
+    )
+
+
+def _ctx_args(monkeypatch):
+    import argparse
+    import os
+
+    from app.cli.execute import _actions_context
+
+    monkeypatch.delenv("PLANGATE_SIGNING_KEY_PATH", raising=False)
+    args = argparse.Namespace(
+        repo=None, before="a" * 40, after="b" * 40, attest_run="auto", signing_key=None
+    )
+    return args, _actions_context(args, os.environ)
+
+
+def test_keyless_run_signing_pins_the_execute_workflow_identity(world, monkeypatch):
+    import os
+
+    import jwt
+    import responses
+
+    from app.cli.execute import _run_signer_factory
+
+    _oidc_env(monkeypatch)
+    args, ctx = _ctx_args(monkeypatch)
+    signing = _run_signer_factory(args, os.environ, ctx)
+    san = "https://github.com/acme/ops/.github/workflows/plangate-execute.yml@refs/heads/main"
+    assert [i.san for i in signing.trust.identities] == [san]
+    claims = {
+        "iss": "https://token.actions.githubusercontent.com",
+        "event_name": "push",
+        "job_workflow_ref": "acme/ops/.github/workflows/plangate-execute.yml@refs/heads/main",
+    }
+    token = jwt.encode(claims, "not-a-real-key-0123456789abcdef0123", algorithm="HS256")
+    with responses.RequestsMock() as rsps:
+        rsps.get("https://token.actions.example/req", json={"value": token})
+        signer = signing.make()  # the OIDC token is fetched only when a run is signed
+    assert signer.kind == "sigstore"
+
+
+def test_keyless_run_signing_is_refused_outside_the_default_branch(world, monkeypatch):
+    import os
+
+    from app.cli.execute import _run_signer_factory
+
+    _oidc_env(monkeypatch, event="pull_request", ref="refs/pull/7/merge")
+    args, ctx = _ctx_args(monkeypatch)
+    with pytest.raises(AttestationError, match="pull_request"):
+        _run_signer_factory(args, os.environ, ctx)

@@ -154,3 +154,12 @@ def test_without_a_signer_state_is_not_carried(world):
     assert execute(world) == 0
     assert STATE_PATH not in world.gh.git.files(BRANCH)
     assert "Run state NOT carried" in world.gh.summary()
+
+
+def test_resume_flag_refuses_when_there_is_nothing_to_resume(world, tmp_path):
+    key = _key(world, tmp_path)
+    world.build(plan_text=PAUSING.replace("HARD", "60"))
+    world.attest()
+    assert execute(world, "--signing-key", key, "--resume") == 1
+    assert "no earlier run state to resume" in world.gh.summary()
+    assert _counts(world) == ("", "")
