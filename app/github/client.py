@@ -254,6 +254,21 @@ class RestTransport:
             raise error
         return Response(status, h, data)
 
+    def graphql(self, query: str, variables: Mapping[str, Any]) -> Any:
+        """One GraphQL query (``POST /graphql``; GHES: ``/api/graphql``, derived from
+        ``GITHUB_API_URL`` by PyGithub); its ``data``. GraphQL errors raise ``GitHubError``."""
+        resp = self.request(
+            "POST",
+            self._requester().graphql_url,
+            body={"query": query, "variables": dict(variables)},
+        )
+        data = resp.data if isinstance(resp.data, Mapping) else {}
+        if data.get("errors") or not isinstance(data.get("data"), Mapping):
+            errors = data.get("errors") or [{"message": "no data"}]
+            message = "; ".join(str(e.get("message", e)) for e in errors if isinstance(e, Mapping))
+            raise GitHubError(f"GitHub GraphQL query failed: {message or errors}", status=None)
+        return data["data"]
+
     def paginate(self, path: str, *, params: Mapping[str, Any] | None = None) -> list[Any]:
         """Every item of a list endpoint, following ``Link: rel="next"`` (100 per page)."""
         items: list[Any] = []
@@ -509,6 +524,80 @@ class RepoClient:
         self._cache.commit_subtree[key] = tree_sha
         return tree_sha, dict(self._cache.trees.get(tree_sha or "", {}))
 
+    def files_under(self, commit_sha: str, directory: str) -> tuple[str | None, dict[str, bytes]]:
+        """``(tree SHA, {path: bytes})`` of every file under ``directory`` at a commit.
+
+        Costs one request however many files there are: a GraphQL query for the directory's
+        tree with its blobs' text, two levels deep. Each text is checked against its blob SHA
+        (``git hash-object``), so what is returned is exactly the commit's content; anything the
+        query cannot give exactly (a deeper folder, a binary or truncated blob, GraphQL
+        unavailable) is read through the REST tree and blob endpoints instead. Cached by commit
+        and by tree SHA, blobs by blob SHA: a base seen before costs no request.
+        """
+        key = (self.full_name, commit_sha, directory)
+        if key not in self._cache.commit_subtree:
+            self._read_by_graphql(commit_sha, directory)
+        tree_sha, listing = self.directory_at(commit_sha, directory)
+        return tree_sha, {p: self.blob(sha) for p, sha in sorted(listing.items())}
+
+    def _read_by_graphql(self, commit_sha: str, directory: str) -> None:
+        """Fill the caches ``directory_at`` and ``blob`` read from, in one query if possible."""
+        key = (self.full_name, commit_sha, directory)
+        try:
+            found = self._files_by_graphql(commit_sha, directory)
+        except GitHubError as exc:
+            if isinstance(exc, (RateLimited, GitHubUnavailable)):
+                raise
+            found = None  # GraphQL refused (e.g. disabled on a GHES): the REST way below
+        if found is not None:
+            tree_sha, listing = found
+            self._cache.trees.setdefault(tree_sha, listing)
+            self._cache.commit_subtree[key] = tree_sha
+
+    def _files_by_graphql(
+        self, commit_sha: str, directory: str
+    ) -> tuple[str, dict[str, str]] | None:
+        """Read ``directory`` at ``commit_sha`` in one query; verified texts go to the blob cache.
+
+        ``(tree SHA, {path: blob SHA})``, or None when the folder does not exist. A listing is
+        only returned if it is complete (no folder deeper than the query reaches); blobs the
+        query could not give exactly are simply not cached (the caller reads them by REST).
+        """
+        owner, _, name = self.full_name.partition("/")
+        data = self.transport.graphql(
+            FILES_QUERY, {"owner": owner, "name": name, "expression": f"{commit_sha}:{directory}"}
+        )
+        obj = ((data.get("repository") or {}).get("object")) if isinstance(data, Mapping) else None
+        if not isinstance(obj, Mapping) or obj.get("__typename") != "Tree":
+            self._cache.commit_subtree[(self.full_name, commit_sha, directory)] = None
+            return None
+        listing: dict[str, str] = {}
+        complete = True
+        for entry in obj.get("entries") or []:
+            path = f"{directory}/{entry['name']}"
+            if entry.get("type") == "tree":
+                for sub in (entry.get("object") or {}).get("entries") or []:
+                    if sub.get("type") == "tree":
+                        complete = False  # deeper than the query reaches
+                    elif sub.get("type") == "blob":
+                        listing[f"{path}/{sub['name']}"] = sub["oid"]
+                        self._cache_text(sub)
+            elif entry.get("type") == "blob":
+                listing[path] = entry["oid"]
+                self._cache_text(entry)
+        if not complete:
+            return None
+        return str(obj["oid"]), listing
+
+    def _cache_text(self, entry: Mapping[str, Any]) -> None:
+        blob = entry.get("object") or {}
+        text = blob.get("text")
+        if not isinstance(text, str) or blob.get("isBinary") or blob.get("isTruncated"):
+            return
+        raw = text.encode("utf-8")
+        if _git_blob_sha(raw) == entry.get("oid"):  # exactly the committed bytes, or not at all
+            self._cache.put_blob(str(entry["oid"]), raw)
+
     def is_team_member(self, org: str, team_slug: str, login: str) -> bool:
         try:
             data = self.transport.request(
@@ -647,6 +736,43 @@ class RepoClient:
         if etag:
             self._cache.etags[path] = (etag, items)
         return items
+
+
+#: a directory's tree and its blobs' text, two levels deep (``files_under``)
+FILES_QUERY = """
+query($owner: String!, $name: String!, $expression: String!) {
+  repository(owner: $owner, name: $name) {
+    object(expression: $expression) {
+      __typename
+      ... on Tree {
+        oid
+        entries {
+          name
+          type
+          oid
+          object {
+            ... on Blob { text isBinary isTruncated }
+            ... on Tree {
+              entries {
+                name
+                type
+                oid
+                object { ... on Blob { text isBinary isTruncated } }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def _git_blob_sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def _sha(value: Any, where: str) -> str:

@@ -13,6 +13,8 @@ checks with its diagnostics); a decision without approval requirements fails the
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -40,11 +42,37 @@ def _md(text: object) -> str:
 class PolicyEngineEvaluator:
     """``Evaluator`` backed by ``app.policy`` and ``app.approvals``."""
 
+    #: parsed policy sets kept, by the git tree SHA of the base's ``policies/``
+    POLICY_CACHE_SIZE = 64
+
     def __init__(self, *, gate_options: GateOptions | None = None) -> None:
         self.gate_options = gate_options
+        self._policies: OrderedDict[str, PolicySet] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _policy(self, request: EvaluationRequest) -> PolicySet:
+        """The base's policy set, parsed once per ``policies/`` tree SHA.
+
+        A tree SHA names its files' paths and bytes exactly (git content addressing), so the
+        same SHA always parses to the same set; a load error is not cached (raised each time).
+        """
+        key = request.policy_tree_sha
+        if key is None:
+            return load_policy_files(request.policy_files, origin="policies/")
+        with self._lock:
+            cached = self._policies.get(key)
+            if cached is not None:
+                self._policies.move_to_end(key)
+                return cached
+        policy = load_policy_files(request.policy_files, origin="policies/")
+        with self._lock:
+            self._policies[key] = policy
+            while len(self._policies) > self.POLICY_CACHE_SIZE:
+                self._policies.popitem(last=False)
+        return policy
 
     def evaluate(self, request: EvaluationRequest) -> Evaluation:
-        policy = load_policy_files(request.policy_files, origin="policies/")
+        policy = self._policy(request)
         decisions: dict[str, tuple[LoadedPlan, Decision, Decision]] = {}
         for loaded in request.plans:
             ctx = EvalContext(

@@ -251,8 +251,8 @@ class PullRequestPipeline:
                     for n in CHECK_NAMES[1:]
                 ),
             ]
-        tree_sha, listing = client.directory_at(pull.base_sha, POLICIES_DIR)
-        policy_files = {path: client.blob(sha) for path, sha in sorted(listing.items())}
+        # always the *base* commit's policies/ (never the pull request's): one request at most
+        tree_sha, policy_files = client.files_under(pull.base_sha, POLICIES_DIR)
         base_plans: dict[str, LoadedPlan] = {}
         for path, base_path in existed.items():
             # only files that existed at the base cost a request (cost diff base -> head)

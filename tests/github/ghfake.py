@@ -144,6 +144,9 @@ class FakeGitHub:
     def __init__(self, base: str = "https://api.github.com") -> None:
         self.base = base.rstrip("/")
         self.prefix = urlsplit(self.base).path.rstrip("/")
+        #: GHES serves GraphQL at /api/graphql next to the REST /api/v3
+        self.graphql_path = self.prefix.removesuffix("/v3") + "/graphql"
+        self.graphql_enabled = True
         self.repos: dict[str, FakeRepo] = {}
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.calls: list[Call] = []
@@ -198,6 +201,9 @@ class FakeGitHub:
         rx = re.compile(host + re.escape(parts.path) + r"(/.*)?$")
         for method in ("GET", "POST", "PATCH", "PUT", "DELETE"):
             rsps.add_callback(method, rx, callback=self._responses_callback)
+        if not self.graphql_path.startswith(parts.path + "/"):  # GHES: /api/graphql
+            graphql = re.compile(host + re.escape(self.graphql_path) + r"$")
+            rsps.add_callback("POST", graphql, callback=self._responses_callback)
 
     def _responses_callback(self, request: Any) -> tuple[int, dict[str, str], str]:
         body = request.body
@@ -247,7 +253,9 @@ class FakeGitHub:
     ) -> tuple[int, dict[str, str], str]:
         parts = urlsplit(url)
         path = parts.path
-        if self.prefix and path.startswith(self.prefix):
+        if path == self.graphql_path:
+            path = "/graphql"
+        elif self.prefix and path.startswith(self.prefix):
             path = path[len(self.prefix) :]
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         data = json.loads(body) if body else None
@@ -299,6 +307,8 @@ class FakeGitHub:
                     "repository_selection": "all",
                 },
             )
+        if path == "/graphql" and method == "POST":
+            return self._graphql(data or {})
         if path == "/app/hook/deliveries" and method == "GET":
             return 200, {}, self.deliveries
         m = re.fullmatch(r"/app/hook/deliveries/(\d+)/attempts", path)
@@ -460,6 +470,59 @@ class FakeGitHub:
             return 200, {}, {"permission": "write", "user": {"login": m.group(1)}}
         return 404, {}, {"message": f"fake GitHub has no route for {method} {sub}"}
 
+    def _graphql(self, request: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        """The one query Plangate sends (``FILES_QUERY``: a folder's tree with blob texts at
+        ``<commit>:<path>``), validated against GitHub's schema subset, answered in its shape."""
+        if not self.graphql_enabled:
+            return 404, {}, {"message": "Not Found"}
+        errors = validate_graphql(request)
+        if errors:
+            self.schema_errors.extend(f"graphql: {e}" for e in errors)
+            return 200, {}, {"errors": [{"message": e} for e in errors]}
+        variables = request.get("variables") or {}
+        repo = self.repos.get(f"{variables.get('owner')}/{variables.get('name')}")
+        if repo is None:
+            return (
+                200,
+                {},
+                {
+                    "data": {"repository": None},
+                    "errors": [
+                        {"type": "NOT_FOUND", "message": "Could not resolve to a Repository"}
+                    ],
+                },
+            )
+        commit, _, folder = str(variables.get("expression", "")).partition(":")
+        files = repo.commits.get(commit)
+        prefix = folder.rstrip("/") + "/"
+        if files is None or not any(p.startswith(prefix) for p in files):
+            return 200, {}, {"data": {"repository": {"object": None}}}
+
+        def node(pfx: str, depth: int) -> dict[str, Any]:
+            sha, listing = repo.tree(commit, pfx)
+            entries = []
+            for e in listing:
+                entry: dict[str, Any] = {"name": e["path"], "type": e["type"], "oid": e["sha"]}
+                if e["type"] == "blob":
+                    raw = files[pfx + e["path"]]
+                    try:
+                        text: str | None = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        text = None
+                    entry["object"] = {
+                        "text": text,
+                        "isBinary": text is None,
+                        "isTruncated": False,
+                    }
+                elif depth < 2:
+                    entry["object"] = {"entries": node(pfx + e["path"] + "/", depth + 1)["entries"]}
+                else:
+                    entry["object"] = {}
+                entries.append(entry)
+            return {"__typename": "Tree", "oid": sha, "entries": entries}
+
+        return 200, {}, {"data": {"repository": {"object": node(prefix, 1)}}}
+
     def _app(self, headers: dict[str, str]) -> int | None:
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
         return self.token_apps.get(auth.split(" ")[-1])
@@ -493,6 +556,27 @@ class FakeGitHub:
                 if p.startswith(prefix)
             ]
         return 200, {}, {"sha": tree_sha, "tree": entries, "truncated": False}
+
+
+def validate_graphql(request: dict[str, Any]) -> list[str]:
+    """Errors of a GraphQL request against the schema subset (empty when valid)."""
+    from graphql import build_schema, parse, validate
+    from graphql.error import GraphQLSyntaxError
+
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = build_schema((FIXTURES / "graphql-subset.graphql").read_text())
+    try:
+        document = parse(str(request.get("query", "")))
+    except GraphQLSyntaxError as exc:
+        return [str(exc)]
+    errors = [e.message for e in validate(_SCHEMA, document)]
+    names = {v.variable.name.value for op in document.definitions for v in op.variable_definitions}
+    missing = names - set(request.get("variables") or {})
+    return errors + [f"variable ${n} not given" for n in sorted(missing)]
+
+
+_SCHEMA: Any = None
 
 
 def _jwt_app(headers: dict[str, str]) -> int | None:

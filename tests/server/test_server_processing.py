@@ -367,8 +367,29 @@ def test_rest_calls_per_event_within_budget(settings, fake):
     deps.worker.drain()
     review = len(fake.calls) - first - cached
     assert review <= 3
-    # token, files, plan blob, base tree, policies tree, policy blob, 4 check runs
-    assert (first, cached, review) == (10, 6, 2)  # review: reviews + the approval check
+    # token, files, plan blob, policies/ at the base (one GraphQL query), 4 check runs
+    assert (first, cached, review) == (8, 6, 2)  # review: reviews + the approval check
+    assert len(fake.calls_to("POST", r"^/graphql$")) == 1  # the cached base read nothing
+
+
+def test_policy_files_do_not_add_requests(settings, fake):
+    """Six policy files on a new base cost what one does: one query, however many files."""
+    repo = fake.repo(REPO)
+    policies = {f"policies/p{i}.yaml": POLICY for i in range(5)}
+    repo.commit({"README.md": "hi\n", "policies/teams.yaml": POLICY, **policies}, sha=BASE)
+    client, deps = _setup(settings)
+    post(client, "pull_request", webhook_fixture("pull_request.opened"))
+    deps.worker.drain()
+    assert len(fake.calls) == 8
+    assert fake.calls_to("GET", r"/git/(blobs|trees)/") == [
+        c for c in fake.calls if c.path.endswith("/git/blobs/" + _plan_blob())
+    ]
+
+
+def _plan_blob() -> str:
+    from ghfake import git_blob_sha
+
+    return git_blob_sha(PLAN)
 
 
 def test_title_edit_ignored_base_change_reevaluated(settings, fake):
@@ -469,7 +490,8 @@ def test_worker_and_api_metrics(settings, fake):
     assert value("plangate_webhook_deliveries_processed_total", event="pull_request") == (
         processed + 1
     )
-    assert value("plangate_github_api_calls_total", method="POST", status="2xx") == posts + 5
+    # the installation token, the policies/ GraphQL query and 4 check runs
+    assert value("plangate_github_api_calls_total", method="POST", status="2xx") == posts + 6
     assert (
         value("plangate_check_run_updates_total", check="plangate/validate", conclusion="success")
         == checks + 1
