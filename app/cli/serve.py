@@ -46,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="file holding the dashboard's bearer token (remote access)",
     )
+    serve.add_argument(
+        "--recover-every",
+        default=None,
+        metavar="DURATION",
+        help="run `deliveries recover` at start-up (for the window since the last recorded "
+        "recovery) and then every DURATION, e.g. 1h (default: off)",
+    )
     serve.set_defaults(func=run_serve)
 
 
@@ -78,6 +85,8 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     if args.audit_repo:
         deps.routers.append(_dashboard(args, deps))
+    if args.recover_every:
+        deps.services.append(_recovery(args.recover_every, settings, deps))
     app = create_app(settings, deps)
     logging.getLogger("plangate").info(
         "serving on http://%s:%d (GitHub API %s, data in %s)",
@@ -121,3 +130,27 @@ def _dashboard(args: argparse.Namespace, deps: object):
         token=token,
         dead_letters=deps.inbox,  # type: ignore[attr-defined]
     )
+
+
+def _recovery(every: str, settings: Settings, deps: object):
+    import re
+    from datetime import timedelta
+
+    from app.errors import InputError
+    from app.server.recovery import RecoverySchedule
+
+    m = re.fullmatch(r"([1-9][0-9]*)([mhd])", every.strip())
+    if m is None:
+        raise InputError(
+            f"--recover-every {every!r} is not a duration of minutes, hours or days",
+            hint="use e.g. 30m, 1h or 1d",
+        )
+    unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+    try:
+        return RecoverySchedule.for_settings(
+            settings,
+            deps.inbox,  # type: ignore[attr-defined]
+            every=timedelta(**{unit: int(m.group(1))}),
+        )
+    except ValueError as exc:
+        raise InputError(f"--recover-every: {exc}", hint="set the App's credentials") from exc

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, FastAPI, Request
@@ -61,6 +62,13 @@ WEBHOOK_REQUESTS = Counter(
 _INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
 
 
+class Service(Protocol):
+    """A background job the server runs while it serves (``RecoverySchedule``)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 @dataclass
 class Deps:
     """Everything the server needs, built once (``from_settings``) or by a test."""
@@ -74,6 +82,8 @@ class Deps:
     start_worker: bool = True
     #: more routes, mounted after the webhook endpoints (the dashboard at ``GET /``)
     routers: list[APIRouter] = field(default_factory=list)
+    #: background services started after the worker, stopped at shutdown (scheduled recovery)
+    services: list[Service] = field(default_factory=list)
 
     @classmethod
     def from_settings(
@@ -250,9 +260,13 @@ def create_app(settings: Settings, deps: Deps) -> FastAPI:
         gc.freeze()
         if deps.start_worker:
             deps.worker.start()
+        for service in deps.services:
+            service.start()
         try:
             yield
         finally:
+            for service in deps.services:
+                service.stop()
             committer.stop()
             if deps.start_worker:
                 deps.worker.stop()
