@@ -241,3 +241,56 @@ def test_replica_processes_one_dies_holding_a_claim_the_other_finishes(pg_url):
         ).fetchone()
     assert held == 0
     seed.close()
+
+
+def test_two_server_replicas_publish_one_set_of_check_runs_per_head(settings, fake, pg_url):
+    """Two full servers (webhook endpoint + worker) on one database: each delivery reaches one
+    replica and GitHub's redelivery the other; both workers drain at once. Every pull request
+    gets exactly one set of the four check runs, and the inbox ends all done."""
+    import copy
+
+    from fastapi.testclient import TestClient
+    from ghfake import Pull
+    from pydantic import SecretStr
+    from srvkit import BASE, PLAN, POLICY, REPO, create_app, make_deps, post
+
+    from app.observability import metrics
+
+    names = {"plangate/validate", "plangate/policy", "plangate/cost", "plangate/approval"}
+    shared = settings.model_copy(update={"database_url": SecretStr(pg_url)})
+    repo = fake.repo(REPO)
+    heads = {n: f"{n:040x}" for n in range(3, 9)}
+    for number, head in heads.items():
+        plan = PLAN + f"# variant {number}\n".encode()
+        repo.commit(
+            {"README.md": "hi\n", "policies/teams.yaml": POLICY, "plans/hello.yaml": plan},
+            sha=head,
+        )
+        repo.pulls[number] = Pull(number, head, BASE, "master")
+    replicas = [make_deps(shared) for _ in range(2)]
+    clients = [TestClient(create_app(shared, d)) for d in replicas]
+    for i, (number, head) in enumerate(heads.items()):
+        payload = copy.deepcopy(webhook_fixture("pull_request.opened"))
+        payload["number"] = payload["pull_request"]["number"] = number
+        payload["pull_request"]["head"]["sha"] = head
+        payload["pull_request"]["base"]["sha"] = BASE
+        first, second = clients[i % 2], clients[(i + 1) % 2]
+        assert post(first, "pull_request", payload, delivery=f"d{number}").status_code == 202
+        redelivered = post(second, "pull_request", payload, delivery=f"d{number}")
+        assert redelivered.status_code == 200 and redelivered.json()["status"] == "duplicate"
+    drained: list[int] = []
+    workers = [
+        threading.Thread(target=lambda d=d: drained.append(d.worker.drain())) for d in replicas
+    ]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert sum(drained) == len(heads)  # each delivery processed once, by one replica
+    for head in heads.values():
+        created = [r["name"] for r in fake.check_runs.values() if r["head_sha"] == head]
+        assert sorted(created) == sorted(names), head
+    assert replicas[0].inbox.counts() == {"done": len(heads)}
+    for d in replicas:
+        d.inbox.close()
+    metrics.INBOX_DEPTH.set_function(lambda: 0)  # not left pointing at a closed inbox
