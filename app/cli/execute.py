@@ -387,7 +387,7 @@ def execute(
         ):
             state_refused = (
                 "--resume: no earlier run state to resume (none local, none carried on "
-                f"{args.attestation_branch}:state/state.sqlite)"
+                f"{args.attestation_branch}:state/state.sqlite.gz)"
             )
         pulls: list[Any] | None = None
         for path in diff.changed:
@@ -629,7 +629,7 @@ def _restore_state(args, ctx: ActionsContext, github, data_dir: Path, signing) -
     could repeat completed steps, running with it could skip steps or inject outputs, so no
     plan runs (fail closed) until a person looks (docs/runbooks.md).
     """
-    from app.execute.state_carry import STATE_PATH, check_state
+    from app.execute.state_carry import STATE_PATH, check_state, unpack
     from app.github.attestations import AttestationStore
     from app.signing import verify_signed_document
 
@@ -637,7 +637,7 @@ def _restore_state(args, ctx: ActionsContext, github, data_dir: Path, signing) -
         return []
     store = AttestationStore(github.client, branch=args.attestation_branch)
     head = store.head()
-    blob = store.read(STATE_PATH, at=head) if head else None
+    blob = _read_blob(github, head, STATE_PATH) if head else None
     if blob is None:
         return []
     hint = (
@@ -668,12 +668,30 @@ def _restore_state(args, ctx: ActionsContext, github, data_dir: Path, signing) -
         raise
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / "state.db.restore"
-    tmp.write_bytes(blob)
+    tmp.write_bytes(unpack(blob))
     tmp.replace(data_dir / "state.db")
     return [
         f"Run state restored from `{args.attestation_branch}:{STATE_PATH}` (signature verified).",
         "",
     ]
+
+
+def _read_blob(github, commit: str, path: str) -> bytes | None:  # type: ignore[no-untyped-def]
+    """A file of any size (to 100 MB) at ``commit``, through the git data API: commit -> tree
+    (recursive) -> blob. The contents API returns no content above 1 MB."""
+    transport = github.client.transport
+    owner, _, name = github.client.full_name.partition("/")
+    base = f"/repos/{quote(owner)}/{quote(name)}"
+    tree = transport.request("GET", f"{base}/git/commits/{commit}").data["tree"]["sha"]
+    listing = transport.request("GET", f"{base}/git/trees/{tree}", params={"recursive": "1"}).data
+    sha = next(
+        (e["sha"] for e in listing.get("tree", []) if e.get("path") == path),
+        None,
+    )
+    if sha is None:
+        return None
+    data = transport.request("GET", f"{base}/git/blobs/{sha}").data
+    return base64.b64decode(data["content"]) if data.get("encoding") == "base64" else None
 
 
 def _save_state(args, ctx: ActionsContext, github, data_dir: Path, signing) -> list[str]:  # type: ignore[no-untyped-def]

@@ -7,8 +7,10 @@ there is nothing to carry; this is the embedded default's answer.
 
 How: at the end of ``plangate execute`` a consistent copy of ``state.db`` (SQLite's online
 backup API, so a WAL in flight is included) is stored on the attestation branch at
-``state/state.sqlite``, with an in-toto statement naming its sha256, signed by the executor's
-own signer (``state/state.sqlite.<kind>.json``). At the start of the next run, on a runner
+``state/state.sqlite.gz`` (gzip: SQLite pages compress well), with an in-toto statement naming
+its sha256, signed by the executor's
+own signer (``state/state.sqlite.gz.<kind>.json``). It is read back through the git blob API
+(the contents API stops at 1 MB). At the start of the next run, on a runner
 without local state, the copy is restored **only if** the statement verifies against the
 executor's trust (its own key, or its own workflow identity for keyless) and the bytes match
 the signed digest. A state file anyone could write would let them mark steps done (skipped) or
@@ -21,6 +23,7 @@ and signing are passed in by ``app/cli/execute.py``.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import sqlite3
@@ -38,14 +41,16 @@ __all__ = [
     "check_state",
     "snapshot",
     "state_statement",
+    "unpack",
 ]
 
-STATE_PATH = "state/state.sqlite"
+STATE_PATH = "state/state.sqlite.gz"
 STATE_PREDICATE_TYPE = "https://plangate.dev/attestations/executor-state/v1"
 
 
 def snapshot(db: Path) -> bytes:
-    """A consistent copy of the SQLite database at ``db`` (online backup; WAL included)."""
+    """A consistent, gzipped copy of the SQLite database at ``db`` (online backup; WAL
+    included). ``mtime=0``: the same state gives the same bytes."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "copy.db"
         src = sqlite3.connect(db)
@@ -55,7 +60,12 @@ def snapshot(db: Path) -> bytes:
         finally:
             dst.close()
             src.close()
-        return copy.read_bytes()
+        return gzip.compress(copy.read_bytes(), mtime=0)
+
+
+def unpack(blob: bytes) -> bytes:
+    """The SQLite bytes of a verified ``snapshot``."""
+    return gzip.decompress(blob)
 
 
 def state_statement(blob: bytes, *, repository: str, commit: str, workflow_run: str) -> bytes:

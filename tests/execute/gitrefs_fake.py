@@ -163,6 +163,39 @@ class GitRefsFake:
                 self.trees[body["tree"]], list(body.get("parents", [])), body["message"]
             )
             return 201, self._commit_json(sha)
+        m = re.fullmatch(r"/git/trees/([0-9a-f]{40})", sub)
+        if m and method == "GET":  # always answered recursively (the executor asks for that)
+            files = self.trees.get(m.group(1))
+            if files is None:
+                return 404, {"message": "Not Found"}
+            doc = copy.deepcopy(self.openapi["git/get-tree"]["examples"]["200"])
+            entry = doc["tree"][0]
+            doc.update(sha=m.group(1), truncated=False, tree=[])
+            for path, data in sorted(files.items()):
+                self.blobs[blob_sha(data)] = data
+                doc["tree"].append(
+                    {
+                        **entry,
+                        "path": path,
+                        "type": "blob",
+                        "sha": blob_sha(data),
+                        "size": len(data),
+                    }
+                )
+            return 200, doc
+        m = re.fullmatch(r"/git/blobs/([0-9a-f]{40})", sub)
+        if m and method == "GET":
+            data = self.blobs.get(m.group(1))
+            if data is None:
+                return 404, {"message": "Not Found"}
+            doc = copy.deepcopy(self.openapi["git/get-blob"]["examples"]["200"])
+            doc.update(
+                sha=m.group(1),
+                size=len(data),
+                encoding="base64",
+                content=base64.b64encode(data).decode(),
+            )
+            return 200, doc
         m = re.fullmatch(r"/git/commits/([0-9a-f]{40})", sub)
         if m and method == "GET":
             if m.group(1) not in self.commits:

@@ -101,6 +101,8 @@ def test_paused_run_resumes_after_a_budget_raise_on_a_fresh_runner(world, tmp_pa
     world.gh.check_runs.clear()
     assert execute(world, "--signing-key", key) == 0, world.gh.summary()
     assert _counts(world) == ("x", "x")  # 'first' did not run again
+    # read as a git blob: the contents API returns no content above 1 MB
+    assert any(m == "GET" and "/git/blobs/" in p for m, p, _ in world.gh.requests)
     summary = world.gh.summary()
     assert "Run state restored" in summary and "(signature verified)" in summary
 
