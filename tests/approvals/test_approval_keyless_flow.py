@@ -460,3 +460,43 @@ def test_plangate_verify_pins_repository_id_of_keyless_bundle(
     assert main([*common, "--repo-id", str(REPO_ID)]) == 0, capsys.readouterr().err
     assert main([*common, "--repo-id", str(REPO_ID + 1)]) == 1
     assert "FAILED check 'signer'" in capsys.readouterr().err
+
+
+def test_app_ignores_bundle_signed_by_another_workflow(gh, app_deps, instance, monkeypatch):
+    """A bundle on the branch signed by any other workflow (a copy someone with write access
+    added, say) is not the pinned identity: the App does not pass the check on it."""
+    _approve(gh)
+    other = fake_sigstore.actions_token(
+        f"{REPO}/.github/workflows/other.yml@refs/heads/master",
+        repository_id=str(REPO_ID),
+        ref="refs/heads/master",
+        event_name="workflow_dispatch",
+    )
+    monkeypatch.setattr(SigstoreSigner, "_signing_context", lambda self: instance.signing_context())
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "GITHUB_REF": "refs/heads/master",
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_API_URL": API,
+        "GITHUB_TOKEN": "ghs_workflow_token",
+        "ACTIONS_ID_TOKEN_REQUEST_URL": TOKEN_URL,
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "request-bearer",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_PRIVATE_KEY_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        gh.install(rsps)
+        rsps.add_callback(
+            "GET",
+            TOKEN_URL.split("?")[0],
+            callback=lambda _r: (200, {}, json.dumps({"value": other})),
+        )
+        assert main(["attest", "--pr", "2", "--head-sha", HEAD, "--workflow", "other.yml"]) == 0
+    assert _stored(gh) is not None  # stored where the real one would be
+    _deliver(app_deps, "push", _attestation_push(storage_path(2, HEAD, "sigstore")))
+    run = gh.runs_for(HEAD)[APPROVAL]
+    assert run["conclusion"] == "action_required", run["output"]
+    assert gh.dispatches  # the App asks the real approval workflow to sign instead
