@@ -166,14 +166,18 @@ class GitRefLocks:
 
     def try_acquire(self, resources: Sequence[str], holder: str, plan_id: str) -> list[LockHolder]:
         """Take every resource or none. Returns the conflicting holders (empty: acquired)."""
-        taken: dict[str, _Held] = dict(self._held.get(holder, {}))
+        before = self._held.get(holder, {})
+        taken: dict[str, _Held] = dict(before)
         for resource in sorted(set(resources)):
             if resource in taken:
                 continue
-            got = self._take(resource, holder, plan_id)
+            try:
+                got = self._take(resource, holder, plan_id)
+            except BaseException:  # GitHub failed midway: give back what this call took
+                self._release_all({r: h for r, h in taken.items() if r not in before}, holder)
+                raise
             if isinstance(got, LockHolder):
-                fresh = {r: h for r, h in taken.items() if r not in self._held.get(holder, {})}
-                self._release_all(fresh, holder)
+                self._release_all({r: h for r, h in taken.items() if r not in before}, holder)
                 return [got]
             taken[resource] = got
         if taken:

@@ -317,3 +317,16 @@ def test_ref_locks_released_when_a_step_fails_or_the_run_crashes(hub, tmp_path):
         asyncio.run(h.runner.run(_chain(plan_id="crashing")))
     lease = lease_of(hub, "db/orders")
     assert (lease.holder, lease.state) == ("run-9", "released")
+
+
+def test_github_failing_midway_gives_back_what_was_taken(hub):
+    from app.errors import GitHubError
+
+    clock = FakeClock()
+    locks = runner_locks(clock)
+    # 'a' is taken, then reading 'b' fails for good (both transport attempts)
+    hub.fail_next += [("GET", r"/git/ref/plangate/locks/b\.", 502)] * 2
+    with pytest.raises(GitHubError):
+        asyncio.run(locks.acquire(["a", "b"], "run-1", "p", wait=False))
+    assert lease_of(hub, "a").state == "released"
+    assert locks.holders() == []
