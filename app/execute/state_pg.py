@@ -32,7 +32,7 @@ from app.execute.store import (
     Phase,
     RunRecord,
 )
-from app.storage.postgres import Connections, ensure_schema, redact_url
+from app.storage.postgres import Connections, Result, ensure_schema, redact_url
 
 __all__ = ["PostgresLockManager", "PostgresStateStore"]
 
@@ -153,7 +153,8 @@ class PostgresStateStore:
     """``RunStateStore`` in PostgreSQL. All writes commit before returning."""
 
     def __init__(self, url: str) -> None:
-        self._conns = Connections(url)
+        # one run is one event loop: a couple of connections (and the lock heartbeat) suffice
+        self._conns = Connections(url, max_size=4)
         ensure_schema(
             self._conns,
             component="state",
@@ -178,8 +179,8 @@ class PostgresStateStore:
     ) -> LockManager:
         return PostgresLockManager(self._conns, now=now, sleep=sleep, lease=lease)
 
-    def _q(self, query: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self._conns.get().execute(query, args)  # type: ignore[call-overload,no-any-return]
+    def _q(self, query: str, args: Sequence[Any] = ()) -> Result:
+        return self._conns.execute(query, args)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -495,22 +496,18 @@ class PostgresLockManager(LockManager):
         return self._conns.run(unit)
 
     def renew(self, holder: str) -> int:
-        cur = self._conns.get().execute(
+        cur = self._conns.execute(
             "UPDATE plangate_locks SET expires_at=%s WHERE holder=%s",
             (self.now() + self.lease, holder),
         )
         return cur.rowcount
 
     def release(self, holder: str) -> None:
-        self._conns.get().execute("DELETE FROM plangate_locks WHERE holder=%s", (holder,))
+        self._conns.execute("DELETE FROM plangate_locks WHERE holder=%s", (holder,))
 
     def holders(self) -> list[LockHolder]:
-        rows = (
-            self._conns.get()
-            .execute(
-                "SELECT resource, holder, plan_id, expires_at FROM plangate_locks"
-                ' ORDER BY resource COLLATE "C"'
-            )
-            .fetchall()
-        )
+        rows = self._conns.execute(
+            "SELECT resource, holder, plan_id, expires_at FROM plangate_locks"
+            ' ORDER BY resource COLLATE "C"'
+        ).fetchall()
         return [LockHolder(*row) for row in rows]

@@ -181,7 +181,8 @@ class PostgresInbox:
     ) -> None:
         if lease <= 0:
             raise ValueError("lease must be positive")
-        self._conns = Connections(url)
+        # the webhook loop, the worker threads, the lease heartbeat, /healthz and /metrics
+        self._conns = Connections(url, max_size=8)
         self.lease = lease
         self._clock = clock
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -226,7 +227,7 @@ class PostgresInbox:
         if not tokens:
             return 0
         until = (self._clock() if now is None else now) + self.lease
-        cur = self._conns.get().execute(
+        cur = self._conns.execute(
             "UPDATE plangate_deliveries SET lease_until=%s "
             "WHERE claim_token = ANY(%s) AND status='processing'",
             (until, tokens),
@@ -286,7 +287,7 @@ class PostgresInbox:
         if token is not None:
             query += " AND claim_token=%s"
             params = (*params, token)
-        cur = self._conns.get().execute(query, params)  # type: ignore[call-overload]
+        cur = self._conns.execute(query, params)
         if token is not None and cur.rowcount == 0:
             log.warning(
                 "delivery %s: the claim's lease ran out and another replica took it; this "
@@ -312,7 +313,7 @@ class PostgresInbox:
     def resume(self, *, now: float | None = None) -> int:
         """Queue again the claims of replicas whose lease ran out; live replicas' are kept."""
         at = self._clock() if now is None else now
-        cur = self._conns.get().execute(
+        cur = self._conns.execute(
             "UPDATE plangate_deliveries SET status='queued', claimed_by=NULL, claim_token=NULL, "
             "lease_until=NULL WHERE status='processing' AND lease_until <= %s",
             (at,),
@@ -320,7 +321,7 @@ class PostgresInbox:
         return cur.rowcount
 
     def retry(self, delivery_id: str) -> bool:
-        cur = self._conns.get().execute(
+        cur = self._conns.execute(
             "UPDATE plangate_deliveries SET status='queued', attempts=0, next_attempt_at=0, "
             "finished_at=NULL WHERE id=%s AND status<>'processing'",
             (delivery_id,),
@@ -330,15 +331,13 @@ class PostgresInbox:
     # -- reading -------------------------------------------------------------------------------
 
     def get(self, delivery_id: str) -> Delivery | None:
-        row = (
-            self._conns.get()
-            .execute(f"SELECT {_COLUMNS} FROM plangate_deliveries WHERE id=%s", (delivery_id,))
-            .fetchone()
-        )
+        row = self._conns.execute(
+            f"SELECT {_COLUMNS} FROM plangate_deliveries WHERE id=%s", (delivery_id,)
+        ).fetchone()
         return _row(row) if row else None
 
     def list(self, *, status: str | None = None, limit: int = 50) -> list[Delivery]:
-        conn = self._conns.get()
+        conn = self._conns
         if status:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM plangate_deliveries WHERE status=%s "
@@ -364,60 +363,44 @@ class PostgresInbox:
         ]
 
     def depth(self) -> int:
-        row = (
-            self._conns.get()
-            .execute(
-                "SELECT COUNT(*) FROM plangate_deliveries WHERE status IN ('queued','processing')"
-            )
-            .fetchone()
-        )
+        row = self._conns.execute(
+            "SELECT COUNT(*) FROM plangate_deliveries WHERE status IN ('queued','processing')"
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def counts(self) -> dict[str, int]:
-        rows = (
-            self._conns.get()
-            .execute("SELECT status, COUNT(*) FROM plangate_deliveries GROUP BY status")
-            .fetchall()
-        )
+        rows = self._conns.execute(
+            "SELECT status, COUNT(*) FROM plangate_deliveries GROUP BY status"
+        ).fetchall()
         return {str(s): int(n) for s, n in rows}
 
     def next_due(self) -> float | None:
-        row = (
-            self._conns.get()
-            .execute("SELECT MIN(next_attempt_at) FROM plangate_deliveries WHERE status='queued'")
-            .fetchone()
-        )
+        row = self._conns.execute(
+            "SELECT MIN(next_attempt_at) FROM plangate_deliveries WHERE status='queued'"
+        ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     # -- check runs and installations ----------------------------------------------------------
 
     def check_run_id(self, delivery_id: str, repo: str, head_sha: str, name: str) -> int | None:
-        row = (
-            self._conns.get()
-            .execute(
-                "SELECT check_run_id FROM plangate_check_runs WHERE delivery_id=%s AND repo=%s "
-                "AND head_sha=%s AND name=%s",
-                (delivery_id, repo, head_sha, name),
-            )
-            .fetchone()
-        )
+        row = self._conns.execute(
+            "SELECT check_run_id FROM plangate_check_runs WHERE delivery_id=%s AND repo=%s "
+            "AND head_sha=%s AND name=%s",
+            (delivery_id, repo, head_sha, name),
+        ).fetchone()
         return int(row[0]) if row else None
 
     def has_check_runs(self, repo: str, head_sha: str) -> bool:
-        row = (
-            self._conns.get()
-            .execute(
-                "SELECT 1 FROM plangate_check_runs WHERE repo=%s AND head_sha=%s LIMIT 1",
-                (repo, head_sha),
-            )
-            .fetchone()
-        )
+        row = self._conns.execute(
+            "SELECT 1 FROM plangate_check_runs WHERE repo=%s AND head_sha=%s LIMIT 1",
+            (repo, head_sha),
+        ).fetchone()
         return row is not None
 
     def remember_check_run(
         self, delivery_id: str, repo: str, head_sha: str, name: str, check_run_id: int
     ) -> None:
-        self._conns.get().execute(
+        self._conns.execute(
             "INSERT INTO plangate_check_runs (delivery_id, repo, head_sha, name, check_run_id) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (delivery_id, repo, head_sha, name) "
             "DO UPDATE SET check_run_id=EXCLUDED.check_run_id",
@@ -427,7 +410,7 @@ class PostgresInbox:
     def record_installation(
         self, installation_id: int, *, account: str | None, status: str, now: float
     ) -> None:
-        self._conns.get().execute(
+        self._conns.execute(
             "INSERT INTO plangate_installations (id, account, status, updated_at) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET account=EXCLUDED.account, "
             "status=EXCLUDED.status, updated_at=EXCLUDED.updated_at",
@@ -440,11 +423,9 @@ class PostgresInbox:
         now = self._clock()
         if now - self._installations_at >= self._installations_ttl:
             try:
-                rows = (
-                    self._conns.get()
-                    .execute("SELECT id, status FROM plangate_installations")
-                    .fetchall()
-                )
+                rows = self._conns.execute(
+                    "SELECT id, status FROM plangate_installations"
+                ).fetchall()
             except psycopg.Error:  # keep the last view; storing the delivery will say more
                 log.warning("cannot refresh installations from the database", exc_info=True)
             else:

@@ -1,42 +1,61 @@
-"""psycopg 3 connections for the PostgreSQL stores: one per thread, schema set-up, retries.
+"""psycopg 3 connections for the PostgreSQL stores: a small pool, schema set-up, retries.
 
-Why one connection per thread instead of a pool: each store is used by a handful of threads
-(the webhook event loop, the worker threads, a lease heartbeat), every statement is short, and a
-connection per thread keeps a transaction's statements on one connection without a checkout
-protocol. A connection found broken (server restart, network cut) is replaced on next use.
+Why a pool (``psycopg_pool``) and not a connection per thread: besides the worker threads, the
+server answers ``/healthz`` and ``/metrics`` from a thread pool of up to 40 threads, and a
+connection per thread would let one replica hold dozens of server connections. Each store keeps
+at most ``max_size`` connections; a statement or a transaction checks one out for its duration.
 
-Connections run in autocommit mode; multi-statement units use ``transaction(conn)`` which
-retries (bounded) when PostgreSQL aborts them for a deadlock or a serialization failure, so two
-replicas colliding on the same rows never surface as an error to the caller.
+Connections run in autocommit mode; multi-statement units use ``run(unit)``, one transaction
+retried (bounded) when PostgreSQL aborted it for a deadlock or a serialization failure, so two
+replicas colliding on the same rows never surface as an error to the caller. A unit that failed
+because its connection was dead (the server restarted) is retried once on a fresh connection.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TypeVar
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
+from psycopg_pool import ConnectionPool
 
 from app.errors import InputError
 
-__all__ = ["Connections", "ensure_schema", "redact_url", "retry_conflicts"]
+__all__ = ["Connections", "Result", "ensure_schema", "redact_url"]
 
 T = TypeVar("T")
 
 #: statements that may collide with another replica's: retried as a whole
 _CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
-retry_conflicts = retry(
-    retry=retry_if_exception_type(_CONFLICTS),
-    stop=stop_after_attempt(8),
-    wait=wait_random(0.005, 0.05),
-    reraise=True,
-)
+
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    """The server went away (restart, idle timeout, failover), not a statement error."""
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+
+
+def _with_retries(fn: Callable[[], T]) -> T:
+    """Run ``fn``; again (bounded, jittered) after a deadlock or serialization failure, and once
+    more after a lost connection (the pool has discarded it)."""
+    lost = False
+    for attempt in range(8):
+        try:
+            return fn()
+        except _CONFLICTS:
+            if attempt == 7:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+        except psycopg.OperationalError as exc:
+            if lost or not _connection_lost(exc):
+                raise
+            lost = True
+    raise AssertionError("unreachable")
 
 
 def redact_url(url: str) -> str:
@@ -63,58 +82,64 @@ def _connect(url: str) -> psycopg.Connection:
         ) from exc
 
 
-class Connections:
-    """One autocommit connection per thread to ``url``; ``close`` closes them all."""
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a statement returned, read before its connection went back to the pool."""
 
-    def __init__(self, url: str) -> None:
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+
+class Connections:
+    """A pool of autocommit connections to ``url``; ``close`` closes them all."""
+
+    def __init__(self, url: str, *, max_size: int = 8) -> None:
         if not url.startswith(("postgresql://", "postgres://")):
             raise InputError(
                 f"PLANGATE_DATABASE_URL={redact_url(url)!r} is not a postgresql:// URL",
                 hint="use postgresql://USER:PASSWORD@HOST:5432/DBNAME, or unset it for SQLite",
             )
         self.url = url
-        self._local = threading.local()
-        self._all: list[psycopg.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self.get()  # fail at start-up, not on the first webhook
-
-    def get(self) -> psycopg.Connection:
-        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and not conn.closed and not conn.broken:
-            return conn
-        if self._closed:
-            raise RuntimeError("the store is closed")
-        conn = _connect(self.url)
-        self._local.conn = conn
-        with self._lock:
-            self._all = [c for c in self._all if not c.closed]
-            self._all.append(conn)
-        return conn
+        _connect(url).close()  # fail at start-up with the server's reason, not on first use
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"autocommit": True, "connect_timeout": 10},
+            open=False,
+            name="plangate",
+            timeout=10,  # waiting for a free connection (or for the server to come back)
+        )
+        self._pool.open(wait=True, timeout=30)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
+        self._pool.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection]:
-        """One transaction on this thread's connection (commit on success, else rollback)."""
-        conn = self.get()
-        with conn.transaction():
-            yield conn
+    def execute(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> Result:
+        """One statement on a pooled connection (autocommit: committed when it returns)."""
+
+        def attempt() -> Result:
+            with self._pool.connection() as conn:
+                cur = conn.execute(query, params)  # type: ignore[call-overload]
+                rows = cur.fetchall() if cur.description is not None else []
+                return Result(rows, cur.rowcount)
+
+        return _with_retries(attempt)
 
     def run(self, unit: Callable[[psycopg.Connection], T]) -> T:
         """``unit(conn)`` in one transaction, retried as a whole on deadlock/serialization."""
 
-        @retry_conflicts
         def attempt() -> T:
-            with self.transaction() as conn:
+            with self._pool.connection() as conn, conn.transaction():
                 return unit(conn)
 
-        return attempt()
+        return _with_retries(attempt)
 
 
 def ensure_schema(

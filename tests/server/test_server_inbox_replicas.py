@@ -294,3 +294,29 @@ def test_two_server_replicas_publish_one_set_of_check_runs_per_head(settings, fa
     for d in replicas:
         d.inbox.close()
     metrics.INBOX_DEPTH.set_function(lambda: 0)  # not left pointing at a closed inbox
+
+
+def test_a_replica_holds_a_bounded_number_of_connections(pg_url):
+    """/healthz and /metrics run in a pool of up to 40 threads: the inbox must not open a
+    database connection per thread."""
+    inbox = PostgresInbox(pg_url, heartbeat=False)
+    barrier = threading.Barrier(40)
+
+    def probe() -> None:
+        barrier.wait()
+        for _ in range(5):
+            inbox.depth()
+            inbox.counts()
+
+    threads = [threading.Thread(target=probe) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with psycopg.connect(pg_url) as conn:
+        (others,) = conn.execute(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchone()
+    assert 1 <= others <= 8
+    inbox.close()
