@@ -129,6 +129,7 @@ def _dashboard(args: argparse.Namespace, deps: object):
         now=lambda: datetime.now(UTC),
         token=token,
         dead_letters=deps.inbox,  # type: ignore[attr-defined]
+        pending_source=deps.evaluations,  # type: ignore[attr-defined]
     )
 
 

@@ -51,6 +51,9 @@ class PendingPlan:
     approvals_have: int | None = None
     approvals_need: int | None = None
     pull_request: str | None = None  # e.g. "octo/ops#42"
+    head_sha: str | None = None
+    #: ``(check name, conclusion)`` of the pull request's latest evaluation, if known
+    checks: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,18 @@ def _e(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+_CHECK_CLASS = {"success": "ok", "failure": "bad", "action_required": "warn"}
+
+
+def _checks(checks: tuple[tuple[str, str], ...]) -> str:
+    """The pull request's check verdicts, one small badge each (``policy: failure``)."""
+    return "".join(
+        f' <span class="badge {_CHECK_CLASS.get(conclusion, "muted")}" title="{_e(name)}">'
+        f"{_e(name.removeprefix('plangate/'))}: {_e(conclusion)}</span>"
+        for name, conclusion in checks
+    )
+
+
 def _badge(status: str) -> str:
     return f'<span class="badge {_STATUS_CLASS.get(status, "muted")}">{_e(status)}</span>'
 
@@ -192,7 +204,8 @@ def render_main(data: DashboardData, *, cost_by: str = "team", base: str = "./")
                     f' <span class="muted">{p.approvals_have}/{p.approvals_need}</span>'
                     if p.approvals_have is not None and p.approvals_need is not None
                     else ""
-                ),
+                )
+                + _checks(p.checks),
             )
             for p in data.pending
         ),

@@ -34,6 +34,7 @@ from app.observability import metrics
 from app.server.approval import ApprovalAttester, KeylessApprovalAttester, web_url_for
 from app.server.deployment import DeploymentGate
 from app.server.evaluate import Evaluator, NotConfiguredEvaluator, PullRequestPipeline
+from app.server.evaluations import EvaluationLog
 from app.server.handlers import RepoClients, build_router
 from app.server.inbox import InboxStore, open_inbox
 from app.server.ingest import GroupCommitter
@@ -84,6 +85,8 @@ class Deps:
     routers: list[APIRouter] = field(default_factory=list)
     #: background services started after the worker, stopped at shutdown (scheduled recovery)
     services: list[Service] = field(default_factory=list)
+    #: the latest plans and check verdicts per open pull request (the dashboard's pending plans)
+    evaluations: EvaluationLog | None = None
 
     @classmethod
     def from_settings(
@@ -132,6 +135,7 @@ class Deps:
             details_url=details_url,
             attester=_attester(settings, signer),
             app_id=settings.github_app_id,
+            evaluations=(evaluations := EvaluationLog.in_dir(settings.data_dir)),
         )
         router = build_router(
             pipeline=pipeline,
@@ -158,6 +162,7 @@ class Deps:
             registry=registry or metrics.REGISTRY,
             clock=clock,
             start_worker=start_worker,
+            evaluations=evaluations,
         )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +36,7 @@ from app.github.pull import GitHubPullContext
 from app.observability import metrics
 from app.plan.loader import LoadedPlan, load_plan_bytes
 from app.server.approval import ApprovalFacts, AttestationsNotConfigured, Attester
+from app.server.evaluations import EvaluatedPlan
 from app.server.inbox import InboxStore
 
 __all__ = [
@@ -151,8 +152,11 @@ class PullRequestPipeline:
         details_url: str | None = None,
         attester: Attester | None = None,
         app_id: int | None = None,
+        evaluations: EvaluationRecorder | None = None,
     ) -> None:
         self.evaluator = evaluator
+        #: where the latest plans and verdicts per pull request go (the dashboard reads them)
+        self.evaluations = evaluations
         #: this App's id: a resumed delivery only adopts check runs this App created
         self.app_id = app_id
         #: signs and stores the approval attestation; by default none (fail closed)
@@ -192,6 +196,8 @@ class PullRequestPipeline:
         plan_files = [f for f in files if is_plan_path(f.path) and f.status != "removed"]
         removed = [f.path for f in files if is_plan_path(f.path) and f.status == "removed"]
         if not plan_files:
+            if self.evaluations is not None:
+                self.evaluations.forget(client.full_name, pull.number)
             outcomes = [no_plans_outcome(n) for n in names]
             if removed:  # only removals: nothing to run, but say so instead of "no plans"
                 outcomes = [
@@ -217,6 +223,14 @@ class PullRequestPipeline:
             files=files,
             with_reviews=with_reviews,
         )
+        if self.evaluations is not None:  # the dashboard's pending plans
+            self.evaluations.record(
+                client.full_name,
+                pull,
+                [_evaluated(r) for r in results],
+                outcomes,
+                now=self._now().timestamp(),
+            )
         return [o for o in outcomes if o.name in names]
 
     def _load(self, client: RepoClient, pull: PullRequestInfo, f: ChangedFile) -> FileResult:
@@ -359,6 +373,29 @@ def check_external_id(repo: str, pull: PullRequestInfo, name: str, delivery_id: 
     key = f"{repo}\n{pull.number}\n{pull.head_sha}\n{name}\n{delivery_id}".encode()
     digest = hashlib.sha256(key).hexdigest()[:24]
     return f"plangate:{digest}:{repo}#{pull.number}@{pull.head_sha}"
+
+
+class EvaluationRecorder(Protocol):
+    """Keeps the latest evaluation per pull request (``app.server.evaluations.EvaluationLog``)."""
+
+    def record(
+        self,
+        repo: str,
+        pull: PullRequestInfo,
+        plans: Sequence[EvaluatedPlan],
+        outcomes: Sequence[CheckOutcome],
+        *,
+        now: float,
+    ) -> None: ...
+
+    def forget(self, repo: str, number: int) -> None: ...
+
+
+def _evaluated(result: FileResult) -> EvaluatedPlan:
+    if result.plan is None:
+        return EvaluatedPlan(result.path, None)
+    plan = result.plan.plan
+    return EvaluatedPlan(result.path, plan.id, result.plan.digest, plan.team, plan.environment)
 
 
 def _all_failed(detail: str) -> list[CheckOutcome]:

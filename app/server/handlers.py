@@ -4,7 +4,8 @@ over to ``PullRequestPipeline``.
 Handlers get their dependencies when the router is built (``build_router``), so a test passes an
 ``Event`` and fakes, with no HTTP. Which events matter (issue 5):
 
-- ``pull_request``: opened, synchronize, reopened, ready_for_review, edited (base changed only)
+- ``pull_request``: opened, synchronize, reopened, ready_for_review, edited (base changed only);
+  closed only forgets the pull request's pending plans (dashboard)
 - ``pull_request_review``: submitted, edited, dismissed (only ``plangate/approval`` changes)
 - ``check_suite``: requested (unless checks exist for that head already), rerequested
 - ``check_run``: rerequested, requested_action
@@ -84,6 +85,12 @@ def build_router(
             with_reviews=event.action != "opened",
             delivery_id=event.delivery_id,
         )
+
+    @router.register("pull_request", "closed")
+    def on_closed(event: Event) -> None:
+        # merged or closed: no longer pending (the dashboard's list); nothing is sent to GitHub
+        if pipeline.evaluations is not None:
+            pipeline.evaluations.forget(event.repo_full_name or "", _pull(event).number)
 
     @router.register("pull_request_review", *REVIEW_ACTIONS)
     def on_review(event: Event) -> None:
