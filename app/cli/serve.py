@@ -73,6 +73,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 settings.github_private_key,
                 settings.github_webhook_secret,
                 settings.github_token,
+                settings.database_url,  # PLANGATE_DATABASE_URL may carry a password
             )
             if s is not None
         ],
