@@ -18,13 +18,13 @@ from typing import Any
 from urllib.parse import quote
 
 from app.approvals.context import ChangedFile, Commit, Review
-from app.errors import GitHubError
+from app.errors import GitHubError, GitHubUnavailable, RateLimited
 from app.github.client import ChangedFile as RestChangedFile
 from app.github.client import PullRequestInfo, RepoClient
 from app.github.client import Review as RestReview
 from app.policy.requirements import PERMISSION_ORDER, Permission
 
-__all__ = ["GitHubPullContext"]
+__all__ = ["GitHubPullContext", "reviews_and_commits"]
 
 #: GitHub's cap on ``pulls/{n}/commits``
 MAX_PR_COMMITS = 250
@@ -164,6 +164,99 @@ class GitHubPullContext:
 
         tree = self._memo(f"tree:{commit_sha}", load)
         return {p: tree.get(p) for p in paths}
+
+
+#: GraphQL connections give at most 100 nodes per page
+GRAPHQL_PAGE = 100
+
+#: a pull request's reviews and commits in one request (``reviews_and_commits``)
+REVIEWS_AND_COMMITS_QUERY = """
+query($owner: String!, $name: String!, $number: Int!) {
+  repository(owner: $owner, name: $name) {
+    pullRequest(number: $number) {
+      headRefOid
+      reviews(first: 100) {
+        totalCount
+        nodes { databaseId author { login } state commit { oid } submittedAt }
+      }
+      commits(first: 100) {
+        totalCount
+        nodes { commit { oid author { user { login } } committer { user { login } } } }
+      }
+    }
+  }
+}
+"""
+
+
+def reviews_and_commits(client: RepoClient, pull: PullRequestInfo) -> list[RestReview]:
+    """The pull request's reviews, with its commits cached for ``GitHubPullContext.commits``,
+    in one GraphQL request instead of two REST lists (a review event's budget).
+
+    Used only when the answer is complete and about this head: GitHub's head is still
+    ``pull.head_sha`` and neither list has more than 100 entries. Otherwise (or if GraphQL is
+    refused) the REST reviews list is read and commits stay lazy, exactly as before.
+    """
+    key = (client.full_name, pull.number, pull.head_sha, pull.base_sha)
+    if key in client.cache.pr_commits:  # commits known for this head: the reviews list only
+        return client.reviews(pull.number)
+    owner, _, name = client.full_name.partition("/")
+    try:
+        data = client.transport.graphql(
+            REVIEWS_AND_COMMITS_QUERY, {"owner": owner, "name": name, "number": pull.number}
+        )
+        found = _parse_reviews_and_commits(data, pull)
+    except (RateLimited, GitHubUnavailable):
+        raise  # transient: the worker retries the delivery
+    except GitHubError:
+        found = None  # GraphQL refused (e.g. disabled on a GHES): the REST lists below
+    if found is None:
+        return client.reviews(pull.number)
+    reviews, commits = found
+    client.cache.pr_commits[key] = tuple(commits)
+    return reviews
+
+
+def _parse_reviews_and_commits(
+    data: Any, pull: PullRequestInfo
+) -> tuple[list[RestReview], list[Commit]] | None:
+    pr = ((data or {}).get("repository") or {}).get("pullRequest")
+    if not isinstance(pr, Mapping) or pr.get("headRefOid") != pull.head_sha:
+        return None  # pushed since the event: let the REST path read the current state
+    reviews_conn, commits_conn = pr.get("reviews") or {}, pr.get("commits") or {}
+    review_nodes = [n for n in reviews_conn.get("nodes") or [] if n]
+    commit_nodes = [n for n in commits_conn.get("nodes") or [] if n]
+    if (
+        reviews_conn.get("totalCount") != len(review_nodes)
+        or commits_conn.get("totalCount") != len(commit_nodes)
+        or len(review_nodes) >= GRAPHQL_PAGE
+        or len(commit_nodes) >= GRAPHQL_PAGE
+    ):
+        return None  # more than one page: the REST lists (paginated, capped loudly)
+    reviews = []
+    for n in review_nodes:
+        if not isinstance(n.get("databaseId"), int):
+            return None
+        reviews.append(
+            RestReview(
+                id=n["databaseId"],
+                user=(n.get("author") or {}).get("login", ""),
+                state=str(n.get("state", "")),
+                commit_id=(n.get("commit") or {}).get("oid"),
+                submitted_at=n.get("submittedAt"),
+            )
+        )
+    commits = []
+    for n in commit_nodes:
+        c = n.get("commit") or {}
+        commits.append(
+            Commit(
+                sha=str(c.get("oid", "")),
+                author=((c.get("author") or {}).get("user") or {}).get("login"),
+                committer=((c.get("committer") or {}).get("user") or {}).get("login"),
+            )
+        )
+    return reviews, commits
 
 
 def _time(text: str | None) -> datetime | None:

@@ -32,7 +32,7 @@ from app.github.checks import (
     render_validate,
 )
 from app.github.client import ChangedFile, PullRequestInfo, RepoClient, Review
-from app.github.pull import GitHubPullContext
+from app.github.pull import GitHubPullContext, reviews_and_commits
 from app.observability import metrics
 from app.plan.loader import LoadedPlan, load_plan_bytes
 from app.server.approval import ApprovalFacts, AttestationsNotConfigured, Attester
@@ -274,7 +274,8 @@ class PullRequestPipeline:
             if raw is not None:
                 with suppress(PlanError):  # an invalid base version has no cost to diff against
                     base_plans[path] = load_plan_bytes(base_path, raw)
-        reviews = client.reviews(pull.number) if with_reviews else []
+        # reviews, with the commits the gate needs cached, in one request where possible
+        reviews = reviews_and_commits(client, pull) if with_reviews else []
         request = EvaluationRequest(
             repo=client.full_name,
             pull=pull,

@@ -47,6 +47,8 @@ class Pull:
     author: str = "Codertocat"
     state: str = "open"
     reviews: list[dict[str, Any]] = field(default_factory=list)
+    #: GitHub login of the head commit's author (listed by the commits REST and GraphQL reads)
+    commit_author: str | None = None
 
 
 @dataclass
@@ -343,7 +345,8 @@ class FakeGitHub:
             if m.group(2) == "/reviews":
                 return self._etagged(headers, list(pull.reviews))
             if m.group(2) == "/commits":
-                return 200, {}, [{"sha": pull.head_sha}]
+                author = {"login": pull.commit_author} if pull.commit_author else None
+                return 200, {}, [{"sha": pull.head_sha, "author": author, "committer": None}]
             return self._etagged(headers, _files(repo, pull))
         if sub == "/pulls" and method == "GET":
             pulls = [
@@ -492,6 +495,12 @@ class FakeGitHub:
                     ],
                 },
             )
+        if "number" in variables:  # reviews and commits of a pull request
+            return (
+                200,
+                {},
+                {"data": {"repository": {"pullRequest": _pull_graphql(repo, variables)}}},
+            )
         commit, _, folder = str(variables.get("expression", "")).partition(":")
         files = repo.commits.get(commit)
         prefix = folder.rstrip("/") + "/"
@@ -577,6 +586,30 @@ def validate_graphql(request: dict[str, Any]) -> list[str]:
 
 
 _SCHEMA: Any = None
+
+
+def _pull_graphql(repo: FakeRepo, variables: dict[str, Any]) -> dict[str, Any] | None:
+    """``pullRequest { headRefOid reviews commits }`` from the same data the REST routes use."""
+    pull = repo.pulls.get(int(variables["number"]))
+    if pull is None:
+        return None
+    reviews = [
+        {
+            "databaseId": r["id"],
+            "author": {"login": (r.get("user") or {}).get("login")} if r.get("user") else None,
+            "state": r["state"],
+            "commit": {"oid": r["commit_id"]} if r.get("commit_id") else None,
+            "submittedAt": r.get("submitted_at"),
+        }
+        for r in pull.reviews
+    ]
+    author = {"user": {"login": pull.commit_author}} if pull.commit_author else None
+    commits = [{"commit": {"oid": pull.head_sha, "author": author, "committer": None}}]
+    return {
+        "headRefOid": pull.head_sha,
+        "reviews": {"totalCount": len(reviews), "nodes": reviews[:100]},
+        "commits": {"totalCount": len(commits), "nodes": commits},
+    }
 
 
 def _jwt_app(headers: dict[str, str]) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from ghfake import Pull
 from srvkit import BASE, HEAD, PLAN, REPO, ROOT, create_app, make_deps, post, webhook_fixture
@@ -122,6 +123,37 @@ def test_review_calls_with_real_gate(settings, fake):
         post(client, "pull_request_review", review)
         deps.worker.drain()
         counts.append(len(fake.calls) - before)
-    # reviews, commits (first time only), bob's permission, the approval check
-    assert counts == [4, 3]
+    # reviews with the commits (one GraphQL query; the reviews list alone once commits are
+    # cached), bob's permission, the approval check
+    assert counts == [3, 3]
     assert "@bob" in fake.runs_for(HEAD)["plangate/approval"]["output"]["summary"]
+
+
+@pytest.mark.parametrize("graphql", [True, False])
+def test_commit_author_cannot_approve_whichever_way_commits_are_read(settings, fake, graphql):
+    """bob wrote a commit of the pull request: his approval does not count, whether the
+    commits came with the reviews (one GraphQL query) or from the REST list."""
+    fake.graphql_enabled = graphql  # off: policies/ and commits by REST
+    deps = make_deps(settings, evaluator=PolicyEngineEvaluator())
+    client = TestClient(create_app(settings, deps))
+    post(client, "pull_request", _world(fake, author="alice"))
+    deps.worker.drain()
+    pull = fake.repo(REPO).pulls[2]
+    pull.commit_author = "bob"
+    pull.reviews = [
+        {
+            "id": 11,
+            "user": {"login": "bob"},
+            "state": "APPROVED",
+            "commit_id": HEAD,
+            "submitted_at": "2026-11-25T01:00:00Z",
+        }
+    ]
+    review = webhook_fixture("pull_request_review.submitted")
+    review["pull_request"]["user"]["login"] = "alice"
+    post(client, "pull_request_review", review)
+    deps.worker.drain()
+    approval = fake.runs_for(HEAD)["plangate/approval"]
+    assert approval["conclusion"] == "action_required"
+    assert "0 of 1" in approval["output"]["title"]
+    assert bool(fake.calls_to("GET", r"/pulls/2/commits$")) is not graphql

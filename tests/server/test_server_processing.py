@@ -369,7 +369,8 @@ def test_rest_calls_per_event_within_budget(settings, fake):
     assert review <= 3
     # token, files, plan blob, policies/ at the base (one GraphQL query), 4 check runs
     assert (first, cached, review) == (8, 6, 2)  # review: reviews + the approval check
-    assert len(fake.calls_to("POST", r"^/graphql$")) == 1  # the cached base read nothing
+    # policies/ once (the cached base read nothing), then the review's reviews with commits
+    assert len(fake.calls_to("POST", r"^/graphql$")) == 2
 
 
 def test_policy_files_do_not_add_requests(settings, fake):
