@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from app.errors import GitHubError
-from app.execute.locks import LockBusy, LockHolder
+from app.execute.locks import LockHolder, poll_until_acquired
 
 __all__ = ["LOCK_REF_PREFIX", "GitRefLocks", "Lease", "lock_ref"]
 
@@ -196,19 +196,16 @@ class GitRefLocks:
         on_wait: Callable[[list[LockHolder]], None] | None = None,
     ) -> None:
         """Acquire all ``resources``; wait (polling) up to ``wait_timeout`` or fail fast."""
-        deadline = self.now() + wait_timeout
-        told = False
-        poll = max(poll, 5.0)  # API calls, not SQLite: do not hammer GitHub while waiting
-        while True:
-            conflicts = self.try_acquire(resources, holder, plan_id)
-            if not conflicts:
-                return
-            if not wait or self.now() >= deadline:
-                raise LockBusy(conflicts, now=self.now())
-            if on_wait is not None and not told:
-                on_wait(conflicts)
-                told = True
-            await self.sleep(poll)
+        await poll_until_acquired(
+            lambda: self.try_acquire(resources, holder, plan_id),
+            wait=wait,
+            wait_timeout=wait_timeout,
+            # API calls, not SQLite: do not hammer GitHub while waiting
+            poll=max(poll, 5.0),
+            on_wait=on_wait,
+            now=self.now,
+            sleep=self.sleep,
+        )
 
     def renew(self, holder: str) -> int:
         """Push every lease of ``holder`` forward; returns how many locks it still holds.

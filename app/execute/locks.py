@@ -47,6 +47,34 @@ class LockBusy(PlangateError):
         self.holders = list(holders)
 
 
+async def poll_until_acquired(
+    try_acquire: Callable[[], list[LockHolder]],
+    *,
+    wait: bool,
+    wait_timeout: float,
+    poll: float,
+    on_wait: Callable[[list[LockHolder]], None] | None,
+    now: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
+    """The one wait loop every lock backend shares: try, fail fast or tell once and poll.
+
+    ``try_acquire`` is all-or-nothing and returns the conflicting holders (empty = acquired).
+    """
+    deadline = now() + wait_timeout
+    told = False
+    while True:
+        conflicts = try_acquire()
+        if not conflicts:
+            return
+        if not wait or now() >= deadline:
+            raise LockBusy(conflicts, now=now())
+        if on_wait is not None and not told:
+            on_wait(conflicts)
+            told = True
+        await sleep(poll)
+
+
 class LockManager:
     def __init__(
         self,
@@ -106,18 +134,15 @@ class LockManager:
         on_wait: Callable[[list[LockHolder]], None] | None = None,
     ) -> None:
         """Acquire all ``resources``; wait (polling) up to ``wait_timeout`` or fail fast."""
-        deadline = self.now() + wait_timeout
-        told = False
-        while True:
-            conflicts = self.try_acquire(resources, holder, plan_id)
-            if not conflicts:
-                return
-            if not wait or self.now() >= deadline:
-                raise LockBusy(conflicts, now=self.now())
-            if on_wait is not None and not told:
-                on_wait(conflicts)
-                told = True
-            await self.sleep(poll)
+        await poll_until_acquired(
+            lambda: self.try_acquire(resources, holder, plan_id),
+            wait=wait,
+            wait_timeout=wait_timeout,
+            poll=poll,
+            on_wait=on_wait,
+            now=self.now,
+            sleep=self.sleep,
+        )
 
     def renew(self, holder: str) -> int:
         """Push the lease of everything ``holder`` holds; returns how many locks it still has."""
