@@ -33,19 +33,26 @@ import time
 from pathlib import Path
 
 from app.actions.registry import default_registry
-from app.errors import InputError, PlangateError
+from app.errors import PlangateError
 from app.execute.ports import JsonlEventSink
+from app.execute.queue import (
+    RESUMABLE,
+    START_OVER,
+    QueueDecision,
+    Verb,
+    apply_cancel,
+    audit_draft,
+    decide,
+    prepare_retry,
+)
 from app.execute.state import state_store_for
 from app.plan.loader import LoadedPlan, load_plan
-from app.policy.engine import authorize
 from app.policy.loader import load_policy_dir
 from app.settings import Settings
 
-__all__ = ["register"]
+__all__ = ["RESUMABLE", "START_OVER", "register"]
 
-#: run states a retry re-runs; anything else is refused with a reason
-RESUMABLE = {"paused", "needs_attention", "running", "compensating", "retrying", "refused"}
-START_OVER = {"compensated", "aborted"}
+# the states a retry resumes or starts over: ``app.execute.queue`` (shared with GitHub)
 
 #: ``plangate run`` options a retry passes through unchanged
 _RUN_PASSTHROUGH = (
@@ -98,16 +105,23 @@ def _actor(args: argparse.Namespace) -> str:
     return args.actor or _local_user()
 
 
-def _record(
-    args: argparse.Namespace, event_type: str, loaded: LoadedPlan, **fields: object
-) -> None:
+def _record(args: argparse.Namespace, loaded: LoadedPlan, decision: QueueDecision) -> None:
     """Queue requests (allowed or not) go to the data dir's event log, like run events, and to
     the git audit trail as ``queue.requested``."""
+    event_type = f"queue.{decision.verb}.{decision.verdict}"
     sink = JsonlEventSink(_data_dir(args) / "events.jsonl", now=time.time)
-    sink.emit(event_type, **fields)
+    sink.emit(
+        event_type,
+        plan=loaded.plan.id,
+        digest=loaded.digest,
+        actor=decision.actor,
+        rule=decision.rule,
+        reason=decision.reason,
+        policy_digest=decision.policy_digest,
+    )
     sink.flush()
     try:
-        _audit(args, event_type, loaded, fields)
+        _audit(args, loaded, decision)
     except (PlangateError, OSError, ValueError) as exc:  # events.jsonl has it; say so loudly
         print(
             f"plangate: warning: the {event_type} request is not in the git audit trail: {exc}",
@@ -115,12 +129,9 @@ def _record(
         )
 
 
-def _audit(
-    args: argparse.Namespace, event_type: str, loaded: LoadedPlan, fields: dict[str, object]
-) -> None:
+def _audit(args: argparse.Namespace, loaded: LoadedPlan, decision: QueueDecision) -> None:
     from datetime import UTC, datetime
 
-    from app.audit.events import Actor, AuditEventDraft
     from app.cli.run import _audit_store
 
     data_dir = _data_dir(args)
@@ -129,64 +140,37 @@ def _audit(
         run = state.get_run(loaded.digest)
     finally:
         state.close()
-    _, verb, verdict = event_type.split(".", 2)
-    correlation = run.run_id if run else "queue-" + loaded.digest.removeprefix("sha256:")[:16]
     store = _audit_store(args, data_dir)
     try:
         store.append(
             [
-                AuditEventDraft(
-                    type="queue.requested",
-                    timestamp=datetime.now(UTC),
-                    actor=Actor(kind="user", id=str(fields["actor"])),
-                    correlation_id=correlation,
-                    plan_id=loaded.plan.id,
-                    plan_digest=loaded.digest,
-                    team=loaded.plan.team,
-                    environment=loaded.plan.environment,
-                    payload={
-                        "verb": verb,
-                        "verdict": verdict,
-                        "rule": fields.get("rule"),
-                        "reason": fields.get("reason"),
-                        "policy_digest": fields.get("policy_digest"),
-                        "run_status": run.status if run else None,
-                        "note": args.reason or None,
-                    },
+                audit_draft(
+                    decision,
+                    now=datetime.now(UTC),
+                    correlation_id=run.run_id if run else None,
+                    run_status=run.status if run else None,
+                    note=args.reason or None,
+                    via="cli",
                 )
             ]
         )
-        store.commit(f"{verb} requested by {fields['actor']}: {verdict}")
+        store.commit(f"{decision.verb} requested by {decision.actor}: {decision.verdict}")
     finally:
         store.close()
 
 
-def _authorized(args: argparse.Namespace, verb: str) -> tuple[LoadedPlan, str] | None:
-    """(plan, actor) when ``actor`` may ``verb`` the plan; prints the denying rule otherwise."""
+def _authorized(args: argparse.Namespace, verb: Verb) -> tuple[LoadedPlan, str] | None:
+    """(plan, "actor (rule)") when the actor may ``verb`` the plan; prints the denying rule
+    otherwise."""
     loaded = load_plan(args.plan, registry=default_registry())
     policy = load_policy_dir(args.policies)  # fail closed: no or broken policy is exit 2
-    actor = _actor(args)
-    decision = authorize(actor, verb, loaded.plan, policy)  # type: ignore[arg-type]
-    _record(
-        args,
-        f"queue.{verb}.{decision.verdict}",
-        loaded,
-        plan=loaded.plan.id,
-        digest=loaded.digest,
-        actor=actor,
-        rule=decision.trace[0].rule if decision.trace else None,
-        reason=decision.trace[0].reason if decision.trace else None,
-        policy_digest=policy.digest,
-    )
+    decision = decide(_actor(args), verb, loaded.plan, loaded.digest, policy)
+    _record(args, loaded, decision)
     if not decision.allowed:
-        for match in decision.denials:
-            print(
-                f"plangate: denied by {match.rule} ({match.source}): {match.reason}",
-                file=sys.stderr,
-            )
+        for denial in decision.denials:
+            print(f"plangate: denied by {denial}", file=sys.stderr)
         return None
-    rule = decision.trace[0].rule if decision.trace else "queue"
-    return loaded, f"{actor} ({rule})"
+    return loaded, decision.who()
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -198,25 +182,24 @@ def cancel_plan(args: argparse.Namespace) -> int:
     if allowed is None:
         return 1
     loaded, who = allowed
+    reason = f"cancelled by {who}" + (f": {args.reason}" if args.reason else "")
     state = state_store_for(Settings.from_env(), _data_dir(args))
     try:
-        existing = state.get_run(loaded.digest)
-        if existing is None:
+        outcome = apply_cancel(state, loaded.digest, reason=reason, now=time.time())
+        if outcome.run_id is None:
             print(
                 f"plangate: {args.plan}: no run of this plan digest ({loaded.digest}) to cancel",
                 file=sys.stderr,
             )
             return 1
-        if existing.status == "cancelled":
-            print(f"plangate: run {existing.run_id} is already cancelled", file=sys.stderr)
+        if not outcome.changed:
+            print(f"plangate: run {outcome.run_id} is already cancelled", file=sys.stderr)
             return 0
-        reason = f"cancelled by {who}" + (f": {args.reason}" if args.reason else "")
-        state.cancel_run(loaded.digest, reason, time.time())
-        state.lock_manager(now=time.time, sleep=asyncio.sleep).release(existing.run_id)
+        state.lock_manager(now=time.time, sleep=asyncio.sleep).release(outcome.run_id)
     finally:
         state.close()
     print(
-        f"run {existing.run_id} of {loaded.plan.id} ({existing.status}) cancelled; its locks "
+        f"run {outcome.run_id} of {loaded.plan.id} ({outcome.status}) cancelled; its locks "
         f"are released. `plangate run {args.plan} --restart` starts it over."
     )
     return 0
@@ -230,30 +213,12 @@ def retry_plan(args: argparse.Namespace) -> int:
     reason = f"retry requested by {who}" + (f": {args.reason}" if args.reason else "")
     state = state_store_for(Settings.from_env(), _data_dir(args))
     try:
-        existing = state.get_run(loaded.digest)
-        if existing is None:
-            raise InputError(
-                f"{args.plan}: no run of this plan digest ({loaded.digest}) to retry",
-                hint="start it with `plangate run`; a changed plan has a new digest",
-            )
-        status = existing.status
-        if status == "compensation_failed":
-            state.retry_compensations(loaded.digest, reason, time.time())
-        elif status in START_OVER:
-            state.reset_run(loaded.digest)
-        elif status not in RESUMABLE:
-            hint = (
-                "`plangate run --restart` starts a cancelled run over"
-                if status == "cancelled"
-                else "nothing failed; a changed plan has a new digest"
-            )
-            raise InputError(
-                f"{args.plan}: run {existing.run_id} ended '{status}'; there is nothing to retry",
-                hint=hint,
-            )
+        outcome = prepare_retry(
+            state, loaded.digest, label=args.plan, reason=reason, now=time.time()
+        )
     finally:
         state.close()
-    print(f"plangate: {reason}: run {existing.run_id} was '{status}'", file=sys.stderr)
+    print(f"plangate: {reason}: run {outcome.run_id} was '{outcome.status}'", file=sys.stderr)
     from app.cli import build_parser
     from app.cli.run import run_plan
 
