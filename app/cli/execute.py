@@ -113,6 +113,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep the run state between workflow runs: a signed copy on the attestation "
         "branch, restored on a fresh runner (default: yes, unless PLANGATE_DATABASE_URL is set)",
     )
+    p.add_argument(
+        "--queue-request",
+        metavar="ID",
+        help="run a retry the Plangate App recorded (workflow_dispatch from the check run's "
+        "Retry button): the request must be on the attestation branch, allowed by policy, for "
+        "a merge commit on the default branch; the checkout must be the default branch",
+    )
+    p.add_argument(
+        "--queue-buttons",
+        choices=("auto", "on", "off"),
+        default="off",
+        help="Retry/Cancel buttons on the plangate/execute check run; GitHub sends the button "
+        "press only to the App that created the check run, so 'auto' adds them (and creates the "
+        "check run with an App token limited to checks: write) when the App's credentials are "
+        "set (GITHUB_APP_ID, GITHUB_PRIVATE_KEY); 'on' adds them whoever creates the check run "
+        "(default: off; the workflow passes auto)",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run_execute)
 
@@ -335,10 +352,24 @@ def execute(
     from app.execute import github_mode as gm
     from app.policy.loader import load_policy_dir
 
+    queued: QueuedRetry | None = None
+    if args.queue_request:
+        args.before = args.before or ZERO_SHA  # a dispatch has no push range: the request has it
     ctx = _actions_context(args, environ)
     checkout = Path.cwd()
     _require_checkout_at(checkout, ctx.after)
-    diff = gm.changed_plans(git_diff(checkout, ctx.before, ctx.after))
+    if args.queue_request:
+        if github is None:
+            github = _github(ctx)
+        try:
+            queued = _queued_retry(args, ctx, github, environ, now())
+        except (AttestationError, InputError) as exc:
+            print(f"plangate: queue request refused: {exc.diagnostics()}", file=sys.stderr)
+            return 1
+        ctx = queued.ctx
+        diff = gm.ChangedPlans(changed=tuple(p.path for p in queued.request.plans))
+    else:
+        diff = gm.changed_plans(git_diff(checkout, ctx.before, ctx.after))
     if not diff.changed:
         what = f"; deleted (not run): {', '.join(diff.deleted)}" if diff.deleted else ""
         print(f"plangate: no plan added or changed in {ctx.before[:12]}..{ctx.after[:12]}{what}")
@@ -351,6 +382,9 @@ def execute(
         github = _github(ctx)
     data_dir = Path(args.data_dir) if args.data_dir else _data_dir(environ)
 
+    buttons = _queue_buttons(args, ctx)
+    if buttons and args.queue_buttons == "auto" and not args.dry_run:
+        github = _AppCheckRuns(github, ctx)  # so the button presses reach the App
     check_id: int | None = None
     if not args.dry_run:
         check_id = github.create_check_run(
@@ -390,9 +424,16 @@ def execute(
                 f"{args.attestation_branch}:state/state.sqlite.gz)"
             )
         pulls: list[Any] | None = None
+        cancels = _CancelRequests(github, args.attestation_branch) if not args.dry_run else None
+        retry_refused: dict[str, str] = {}
+        if queued is not None and state_refused is None:
+            retry_refused = _prepare_queued(queued, ctx, data_dir, cancels)
         for path in diff.changed:
             if state_refused is not None:  # fail closed: nothing runs on untrusted state
                 outcomes.append(gm.PlanOutcome(path=path, refusal=state_refused))
+                continue
+            if path in retry_refused:
+                outcomes.append(gm.PlanOutcome(path=path, refusal=retry_refused[path]))
                 continue
             if pulls is None:
                 pulls = github.pulls_for_commit(ctx.after)
@@ -409,6 +450,8 @@ def execute(
                     pulls,
                     check_id,
                     run_signer,
+                    cancels=cancels,
+                    buttons=buttons,
                 )
             )
         if carry and any(o.result is not None for o in outcomes):
@@ -423,7 +466,9 @@ def execute(
             _write_metrics(data_dir)
         if check_id is not None:
             try:
-                _finish_check(github, check_id, ctx, outcomes, diff.deleted, notes, error)
+                _finish_check(
+                    github, check_id, ctx, outcomes, diff.deleted, notes, error, buttons=buttons
+                )
             except PlangateError as exc:  # never mask the run's own outcome or error
                 print(
                     f"plangate: cannot complete the {gm.CHECK_NAME} check run: {exc}",
@@ -447,6 +492,9 @@ def _one_plan(  # type: ignore[no-untyped-def]
     pulls,
     check_id,
     run_signer=None,
+    *,
+    cancels=None,
+    buttons: bool = False,
 ):
     from app.actions.registry import default_registry
     from app.execute import github_mode as gm
@@ -527,12 +575,14 @@ def _one_plan(  # type: ignore[no-untyped-def]
             plan_path=path,
             clock=time.monotonic,
             run_url=ctx.run_url,
+            buttons=buttons,
+            external_id=_external_id([(path, loaded.digest)]),
         )
     gate = gm.VerifiedPlanGate(verify)
     started_at = datetime.now(UTC)
     try:
         outcome.result = _run(
-            args, ctx, github, loaded, policy, data_dir, pr, gate, progress, scoped
+            args, ctx, github, loaded, policy, data_dir, pr, gate, progress, scoped, cancels
         )
     finally:
         if scoped is not None:
@@ -555,7 +605,9 @@ def _one_plan(  # type: ignore[no-untyped-def]
     return outcome
 
 
-def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress, scoped=None):  # type: ignore[no-untyped-def]
+def _run(
+    args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress, scoped=None, cancels=None
+):  # type: ignore[no-untyped-def]
     from app.actions.registry import default_registry
     from app.audit.events import Actor
     from app.audit.git_store import GitAuditStore
@@ -602,6 +654,7 @@ def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress, 
             secrets=_run_secrets(loaded.plan, scoped),
             locks=_locks(args, ctx, github, state),
             options=RunOptions(lock_wait=args.lock_wait > 0, lock_wait_timeout=args.lock_wait),
+            cancel_requested=cancels,
         )
         # a cancelled workflow sends SIGTERM: the check run then completes as failure
         return run_until_signalled(
@@ -613,6 +666,257 @@ def _run(args, ctx, github, loaded, policy, data_dir: Path, pr, gate, progress, 
         store.commit()
         store.close()
         state.close()
+
+
+# --- queue requests from the App (Retry / Cancel buttons) ----------------------------------
+
+
+@dataclass(frozen=True)
+class QueuedRetry:
+    """A retry the App recorded, checked; ``ctx`` is re-pointed at the request's merge commit."""
+
+    request: Any
+    ctx: ActionsContext
+    decisions: tuple[Any, ...]
+
+
+def _queued_retry(  # type: ignore[no-untyped-def]
+    args, ctx: ActionsContext, github, environ: Mapping[str, str], now: datetime
+) -> QueuedRetry:
+    """Fail closed unless the App recorded an allowed retry for this repository (the record on
+    the bot-only attestation branch is the proof: anyone with write access can dispatch the
+    workflow), for a merge commit on the default branch, still allowed by the default branch's
+    policy (the checkout), and not used before. Marks it used before anything runs."""
+    import dataclasses
+
+    from app.actions.registry import default_registry
+    from app.execute.queue import QueueRequest, decide, request_path
+    from app.github.attestations import AttestationStore
+    from app.plan.loader import load_plan_bytes
+    from app.policy.loader import load_policy_dir
+
+    ref = environ.get("GITHUB_REF", f"refs/heads/{ctx.default_branch}")
+    if ref != f"refs/heads/{ctx.default_branch}":
+        raise AttestationError(
+            f"a queued retry runs only from the default branch ({ctx.default_branch}), not {ref}",
+            check="queue-request",
+            hint="dispatch plangate-execute.yml on the default branch (the App does)",
+        )
+    path = request_path(args.queue_request)
+    store = AttestationStore(github.client, branch=args.attestation_branch)
+    head = store.head()
+    raw = store.read(path, at=head) if head else None
+    if raw is None:
+        raise AttestationError(
+            f"no queue request {args.queue_request} on {args.attestation_branch} ({path})",
+            check="queue-request",
+            hint="only the Plangate App records retries (the Retry button on the "
+            "plangate/execute check run); a bare workflow_dispatch runs nothing",
+        )
+    source = f"{args.attestation_branch}:{path}"
+    request = QueueRequest.from_json(raw, source=source)
+    request.check_for_execution(
+        request_id=args.queue_request, repository=ctx.repo, verb="retry", now=now
+    )
+    if store.read(path + ".used", at=head) is not None:
+        raise AttestationError(
+            f"queue request {args.queue_request} was already used",
+            check="queue-request",
+            hint="press Retry again for a new request",
+        )
+    _require_on_default_branch(Path.cwd(), request.commit, ctx.after)
+    policy = load_policy_dir(args.policies)  # the default branch's policy, now
+    decisions = []
+    for plan in request.plans:
+        loaded = load_plan_bytes(
+            plan.path, git_file(Path.cwd(), request.commit, plan.path), registry=default_registry()
+        )
+        if loaded.digest != plan.digest:
+            raise AttestationError(
+                f"{plan.path} at {request.commit[:12]} has digest {loaded.digest}, the request "
+                f"names {plan.digest}",
+                check="queue-request",
+            )
+        decision = decide(request.actor, "retry", loaded.plan, loaded.digest, policy)
+        if not decision.allowed:
+            raise AttestationError(
+                f"the default branch's policy no longer lets {request.actor} retry {plan.path}: "
+                + "; ".join(decision.denials),
+                check="policy",
+            )
+        decisions.append(decision)
+    used = {"used_by": ctx.run_url or ctx.workflow, "at": now.isoformat()}
+    store.store(
+        path + ".used",
+        (json.dumps(used, sort_keys=True) + "\n").encode(),
+        message=f"plangate: queue request {args.queue_request} used",
+    )
+    return QueuedRetry(
+        request=request,
+        ctx=dataclasses.replace(ctx, before=ZERO_SHA, after=request.commit),
+        decisions=tuple(decisions),
+    )
+
+
+def _require_on_default_branch(repo_path: Path, commit: str, tip: str) -> None:
+    import git
+
+    repo = git.Repo(repo_path, search_parent_directories=True)
+    try:
+        repo.git.merge_base("--is-ancestor", commit, tip)
+    except git.GitCommandError as exc:
+        raise AttestationError(
+            f"commit {commit[:12]} is not on the default branch (not an ancestor of {tip[:12]})",
+            check="queue-request",
+            hint="only merged plans are retried",
+        ) from exc
+
+
+def _prepare_queued(
+    queued: QueuedRetry, ctx: ActionsContext, data_dir: Path, cancels
+) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Put each requested plan's run where a re-run retries it (``prepare_retry``, as
+    ``plangate retry``) and record the request in the audit trail. Returns refusals by path."""
+    from app.audit.git_store import GitAuditStore
+    from app.execute.queue import audit_draft, prepare_retry
+    from app.execute.state import state_store_for
+    from app.settings import Settings
+
+    refused: dict[str, str] = {}
+    request = queued.request
+    state = state_store_for(Settings.from_env(), data_dir)
+    audit = GitAuditStore(Path.cwd())
+    try:
+        for plan, decision in zip(request.plans, queued.decisions, strict=True):
+            reason = f"retry requested by {decision.who()} on the plangate/execute check run"
+            if cancels is not None:  # a cancel recorded since wins over the retry
+                cancelled = cancels(plan.digest)
+                if cancelled and state.get_run(plan.digest) is not None:
+                    state.cancel_run(plan.digest, cancelled, time.time())
+            run = state.get_run(plan.digest)
+            audit.append(
+                [
+                    audit_draft(
+                        decision,
+                        now=datetime.now(UTC),
+                        correlation_id=run.run_id if run else None,
+                        run_status=run.status if run else None,
+                        via=f"github:check_run/{request.check_run_id}",
+                    )
+                ]
+            )
+            try:
+                prepare_retry(state, plan.digest, label=plan.path, reason=reason, now=time.time())
+            except InputError as exc:
+                refused[plan.path] = f"retry refused: {exc.message}. {exc.hint or ''}".strip()
+        audit.commit(f"retry requested by {request.actor} (queue request {request.id})")
+    finally:
+        audit.close()
+        state.close()
+    return refused
+
+
+class _CancelRequests:
+    """``Runner.cancel_requested``: an allowed cancel the App recorded for a digest
+    (``queue/cancel/<digest>.json`` on the attestation branch). Read at most every
+    ``interval`` seconds (one request per step otherwise); a hit is remembered."""
+
+    def __init__(self, github: Any, branch: str, *, interval: float = 5.0) -> None:
+        self.github = github
+        self.branch = branch
+        self.interval = interval
+        self._checked: dict[str, float] = {}
+        self._found: dict[str, str] = {}
+
+    def __call__(self, digest: str) -> str | None:
+        from app.execute.queue import QueueRequest, cancel_path
+        from app.github.attestations import AttestationStore
+
+        if digest in self._found:
+            return self._found[digest]
+        now = time.monotonic()
+        last = self._checked.get(digest)
+        if last is not None and now - last < self.interval:
+            return None
+        self._checked[digest] = now
+        path = cancel_path(digest)
+        raw = AttestationStore(self.github.client, branch=self.branch).read(path)
+        if raw is None:
+            return None
+        request = QueueRequest.from_json(raw, source=f"{self.branch}:{path}")
+        if request.verdict != "allow" or request.verb != "cancel":
+            return None
+        rule = request.rules[0] if request.rules else "queue"
+        self._found[digest] = (
+            f"cancelled by {request.actor} ({rule}) on the plangate/execute check run"
+        )
+        return self._found[digest]
+
+
+class _AppCheckRuns:
+    """The executor's GitHub, except that the ``plangate/execute`` check run is created and
+    updated with an App installation token limited to ``checks: write``: GitHub delivers
+    ``check_run.requested_action`` (the Retry/Cancel buttons) only to the App that created the
+    check run. The token is minted on first use and lives at most an hour (GitHub's limit),
+    which is refreshed when it nears expiry."""
+
+    def __init__(self, github: Any, ctx: ActionsContext) -> None:
+        self._github = github
+        self._ctx = ctx
+        self._checks: RestExecuteGitHub | None = None
+        self._expires = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._github, name)
+
+    def _client(self) -> RestExecuteGitHub:
+        if self._checks is None or time.time() > self._expires - 300:
+            from app.github.auth import (
+                AppCredentials,
+                InstallationTokens,
+                repo_installation,
+                token_transport,
+            )
+            from app.github.client import GitHubCache, RepoClient
+
+            ctx = self._ctx
+            tokens = InstallationTokens(
+                AppCredentials(
+                    app_id=int(ctx.app_id or 0),
+                    private_key=ctx.app_private_key or "",
+                    base_url=ctx.api_url,
+                )
+            )
+            name = ctx.repo.partition("/")[2]
+            scoped = tokens.scoped_token(
+                repo_installation(tokens, ctx.repo),
+                repositories=(name,),
+                permissions={"checks": "write"},
+            )
+            transport = token_transport(scoped.token, base_url=ctx.api_url)
+            self._checks = RestExecuteGitHub(RepoClient(transport, ctx.repo, cache=GitHubCache()))
+            self._expires = time.time() + 3000
+        return self._checks
+
+    def create_check_run(self, body: Mapping[str, Any]) -> int:
+        return self._client().create_check_run(body)
+
+    def update_check_run(self, check_run_id: int, body: Mapping[str, Any]) -> None:
+        self._client().update_check_run(check_run_id, body)
+
+
+def _queue_buttons(args: argparse.Namespace, ctx: ActionsContext) -> bool:
+    """Retry/Cancel buttons: GitHub sends ``requested_action`` only to the App that created the
+    check run, so ``auto`` shows them only when the App's credentials are configured."""
+    if args.queue_buttons == "auto":
+        return ctx.app_id is not None and bool(ctx.app_private_key)
+    return args.queue_buttons == "on"
+
+
+def _external_id(plans: Sequence[tuple[str, str]]) -> str:
+    from app.execute.queue import execute_external_id
+
+    return execute_external_id(plans)
 
 
 def _carries_state(environ: Mapping[str, str]) -> bool:
@@ -958,17 +1262,27 @@ def _push_audit(ctx: ActionsContext) -> list[str]:
     return [f"Audit trail pushed: `plangate/audit` at `{(tip or 'none')[:12]}`.", ""]
 
 
-def _finish_check(github, check_id: int, ctx, outcomes, deleted, notes, error) -> None:  # type: ignore[no-untyped-def]
+def _finish_check(
+    github, check_id: int, ctx, outcomes, deleted, notes, error, *, buttons=False
+) -> None:  # type: ignore[no-untyped-def]
     from app.execute import github_mode as gm
+    from app.execute.queue import check_actions
     from app.github.checks import check_run_requests
 
     outcome = gm.render_check(
         outcomes, deleted=deleted, run_url=ctx.run_url, notes=notes, error=error
     )
+    ran = [(o.path, o.result.plan_digest) for o in outcomes if o.result is not None]
     first, more = check_run_requests(
-        outcome, head_sha=ctx.after, details_url=ctx.run_url, external_id=ctx.after
+        outcome,
+        head_sha=ctx.after,
+        details_url=ctx.run_url,
+        external_id=_external_id(ran) if ran else ctx.after,
     )
     first.pop("head_sha", None)
+    # Retry/Cancel only on plans that ran (a refusal is fixed by a new approval, not a retry)
+    if buttons:  # [] clears the Cancel button of the live progress
+        first["actions"] = check_actions([o.status for o in outcomes if o.result is not None])
     first["completed_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     github.update_check_run(check_id, first)
     for body in more:

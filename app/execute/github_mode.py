@@ -39,6 +39,7 @@ from app.approvals.attest import ApprovalStatement, storage_path
 from app.approvals.gate import simulate_gate
 from app.approvals.verify import VerifiedApproval, verify_for_execution
 from app.errors import AttestationError
+from app.execute.queue import check_actions
 from app.execute.result import RunResult
 from app.github.checks import Annotation, CheckOutcome, Conclusion, truncate
 from app.plan.model import Plan
@@ -294,8 +295,14 @@ class CheckRunProgress:
         clock: Callable[[], float],
         interval: float = 10.0,
         run_url: str | None = None,
+        buttons: bool = False,
+        external_id: str | None = None,
     ) -> None:
         self._update = update
+        #: a Cancel button while the run goes (``app.execute.queue.check_actions``); the
+        #: ``external_id`` names the plan and digest for the App that receives the press
+        self._buttons = buttons
+        self._external_id = external_id
         self._plan_path = plan_path
         self._clock = clock
         self._interval = interval
@@ -347,13 +354,18 @@ class CheckRunProgress:
         lines += ["", "| step | status | attempts |", "|---|---|---:|"]
         lines += [f"| `{_cell(s)}` | {st} | {n} |" for s, (st, n) in self.steps.items()]
         lines += [f"- {_cell(n)}" for n in self.notes]
-        return {
+        body: dict[str, Any] = {
             "status": "in_progress",
             "output": {
                 "title": f"{self._plan_path}: {done} step(s) done",
                 "summary": truncate("\n".join(lines), pointer=self._run_url),
             },
         }
+        if self._external_id:
+            body["external_id"] = self._external_id
+        if self._buttons:
+            body["actions"] = check_actions(["running"])
+        return body
 
     def _send(self, now: float) -> None:
         self._last_sent = now

@@ -128,6 +128,7 @@ class Runner:
         secrets: Mapping[str, str] | None = None,
         work_dir: Path | None = None,
         heartbeat_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cancel_requested: Callable[[str], str | None] | None = None,
     ) -> None:
         self.implementations = implementations
         self.registry = registry
@@ -145,6 +146,10 @@ class Runner:
         self.secrets = dict(secrets or {})
         self.work_dir = work_dir
         self.heartbeat_sleep = heartbeat_sleep
+        #: digest -> reason when a cancel was requested outside the state store (the GitHub
+        #: App's record on the attestation branch); the state store's own ``cancelled`` status
+        #: (``plangate cancel``) is always checked too
+        self.cancel_requested = cancel_requested
         self._lock_lost = asyncio.Event()
         #: one breaker per service boundary, shared by every run of this runner
         self.breakers = BreakerRegistry(
@@ -232,6 +237,26 @@ class Runner:
                 self._lock_lost.set()
                 self.events.emit("lock.lost", run_id=run_id)
                 return
+
+    def _cancelled(self, digest: str) -> str | None:
+        """The cancellation's reason if the run was cancelled since it started, else None.
+
+        An outside request is written into the state store (``cancel_run``) so the run ends
+        ``cancelled`` exactly as after ``plangate cancel``. A failing outside check does not
+        stop the run (a GitHub blip must not abort a saga); it is reported as an event."""
+        if self.cancel_requested is not None:
+            try:
+                reason = self.cancel_requested(digest)
+            except Exception as exc:
+                self.events.emit("cancel.check_failed", error=f"{type(exc).__name__}: {exc}")
+                reason = None
+            if reason:
+                self.state.cancel_run(digest, reason, self.now())
+                return reason
+        run = self.state.get_run(digest)
+        if run is not None and run.status == "cancelled":
+            return run.reason or "cancelled"
+        return None
 
     def _check_implementations(self, loaded: LoadedPlan) -> None:
         missing: list[str] = []
@@ -515,8 +540,13 @@ class Runner:
         return stop
 
     def _before_step(self, ctx: _RunContext, step: Step) -> _Stop | None:
-        """Budget before every step; runtime policy before every mutating step."""
+        """Cancellation, lease, budget before every step; runtime policy before every
+        mutating step."""
         emit = self.events.emit
+        cancelled = self._cancelled(ctx.digest)
+        if cancelled is not None:
+            # a queue cancel: start nothing more; what already ran is undone by the saga
+            return _Stop("cancel", f"cancelled before step '{step.id}': {cancelled}", step.id)
         if self._lock_lost.is_set():
             return _Stop(
                 "pause",

@@ -14,7 +14,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from app.actions.registry import default_registry
@@ -47,6 +47,7 @@ def production_runner(
     options: RunOptions | None = None,
     locks: ResourceLocks | None = None,
     work_dir: Path | None = None,
+    cancel_requested: Callable[[str], str | None] | None = None,
 ) -> Runner:
     """A ``Runner`` on the wall clock, with leased locks in the same state store (SQLite file or
     PostgreSQL database) unless ``locks`` is given."""
@@ -66,6 +67,7 @@ def production_runner(
         options=options,
         secrets=secrets,
         work_dir=work_dir or Path.cwd(),
+        cancel_requested=cancel_requested,
     )
 
 
