@@ -8,7 +8,8 @@ Handlers get their dependencies when the router is built (``build_router``), so 
   closed only forgets the pull request's pending plans (dashboard)
 - ``pull_request_review``: submitted, edited, dismissed (only ``plangate/approval`` changes)
 - ``check_suite``: requested (unless checks exist for that head already), rerequested
-- ``check_run``: rerequested, requested_action
+- ``check_run``: rerequested, requested_action (on ``plangate/execute``: the Retry / Cancel
+  buttons, a queue request judged by policy, see ``app.server.queue_actions``)
 - ``installation``/``installation_repositories``: recorded
 - ``push`` to the default branch touching ``policies/``: re-evaluate open pull requests
 - ``push`` to ``plangate-attestations`` adding ``pr-<N>/<head>.sigstore.json`` (the keyless
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from app.github.attestations import ATTESTATION_BRANCH
@@ -29,6 +31,7 @@ from app.github.client import PullRequestInfo, RepoClient, pull_info
 from app.server.deployment import DeploymentGate
 from app.server.evaluate import POLICIES_DIR, PullRequestPipeline
 from app.server.inbox import InboxStore
+from app.server.queue_actions import EXECUTE_CHECK, QueueActions
 from app.server.webhooks import Event, MalformedDelivery, Router
 
 __all__ = ["PR_ACTIONS", "RepoClients", "build_router"]
@@ -104,9 +107,15 @@ def build_router(
         suite = event.payload["check_suite"]
         _rerun(event, suite.get("pull_requests") or [], suite["head_sha"])
 
+    queue = QueueActions(now=lambda: datetime.fromtimestamp(clock(), UTC))
+
     @router.register("check_run", "rerequested", "requested_action")
     def on_check_run(event: Event) -> None:
         run = event.payload["check_run"]
+        if event.action == "requested_action" and run.get("name") == EXECUTE_CHECK:
+            # Retry / Cancel on the executor's check run: a queue request (app/server/queue_actions)
+            queue.handle(client_for(event), event)
+            return
         prs = run.get("pull_requests") or (run.get("check_suite") or {}).get("pull_requests")
         _rerun(event, prs or [], run["head_sha"], force=True)
 
