@@ -196,8 +196,10 @@ def test_manifest_matches_handled_events_and_least_privilege(repo_root, settings
     with_signing = {"deployment_protection_rule"}
     assert set(manifest["default_events"]) == (handled - always_delivered) | with_signing
     # Least privilege, each write justified: check runs; the bot-only plangate-attestations
-    # branch (a ruleset keeps it App-only); approving deployments (protection rule).
+    # branch (a ruleset keeps it App-only); approving deployments (protection rule); actions:
+    # dispatching the execute workflow (Retry) and cancelling its run (Cancel).
     assert manifest["default_permissions"] == {
+        "actions": "write",
         "checks": "write",
         "contents": "write",
         "deployments": "write",
