@@ -18,6 +18,13 @@ from app.errors import InputError
 __all__ = ["Settings"]
 
 DEFAULT_API_URL = "https://api.github.com"
+#: resource-lock lease and clock-skew allowance (``plangate execute``; docs/executor.md)
+DEFAULT_LOCK_LEASE_SECONDS = 300.0
+DEFAULT_LOCK_SKEW_SECONDS = 30.0
+#: bounds: a lease renews every lease/3 with 2 API calls per resource, so below a minute it
+#: spends the job token's 1,000 requests/hour; above a day a dead runner blocks for a day
+_LOCK_LEASE_RANGE = (60.0, 86_400.0)
+_LOCK_SKEW_RANGE = (0.0, 3_600.0)
 
 
 class Settings(BaseModel):
@@ -60,6 +67,17 @@ class Settings(BaseModel):
         None,
         description="PLANGATE_DATABASE_URL (postgresql://...): inbox and run state in PostgreSQL, "
         "shared by several `plangate serve` replicas; unset: SQLite under PLANGATE_DATA_DIR",
+    )
+
+    lock_lease_seconds: float = Field(
+        DEFAULT_LOCK_LEASE_SECONDS,
+        description="PLANGATE_LOCK_LEASE_SECONDS: how long a resource lock of `plangate execute` "
+        "lasts without renewal (renewed every third of it, 60..86400)",
+    )
+    lock_skew_seconds: float = Field(
+        DEFAULT_LOCK_SKEW_SECONDS,
+        description="PLANGATE_LOCK_SKEW_SECONDS: how long after its expiry another run may take "
+        "an unrenewed lock over (clock differences between runners, 0..3600)",
     )
 
     @classmethod
@@ -134,6 +152,13 @@ class Settings(BaseModel):
                     "SQLite under PLANGATE_DATA_DIR",
                 )
             values["database_url"] = db_url
+        for var, key, (low, high) in (
+            ("PLANGATE_LOCK_LEASE_SECONDS", "lock_lease_seconds", _LOCK_LEASE_RANGE),
+            ("PLANGATE_LOCK_SKEW_SECONDS", "lock_skew_seconds", _LOCK_SKEW_RANGE),
+        ):
+            if env.get(var):
+                default = cls.model_fields[key].default
+                values[key] = _seconds(var, env[var], low, high, default)
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -144,3 +169,17 @@ class Settings(BaseModel):
                 "approval_workflow": "PLANGATE_APPROVAL_WORKFLOW",
             }.get(str(first["loc"][0]), str(first["loc"][0]).upper())
             raise InputError(f"{name}: {first['msg']}", hint=f"fix the {name} variable") from exc
+
+
+def _seconds(var: str, raw: str, low: float, high: float, default: float) -> float:
+    """A number of seconds within ``[low, high]``, or a start-up error naming ``var``."""
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # also refuses nan and inf
+        raise InputError(
+            f"{var}={raw!r} is not a number of seconds between {low:g} and {high:g}",
+            hint=f"set {var} to a number of seconds, or unset it for the default ({default:g})",
+        )
+    return value
