@@ -24,8 +24,8 @@ import base64
 import random
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -655,6 +655,63 @@ class RepoClient:
     def update_check_run(self, check_run_id: int, body: Mapping[str, Any]) -> None:
         self.transport.request("PATCH", f"{self._base}/check-runs/{check_run_id}", body=dict(body))
 
+    def check_run_annotations(self, check_run_id: int) -> list[dict[str, Any]]:
+        """Every annotation on a check run (``checks/list-annotations``, 100 per request)."""
+        return [
+            a
+            for a in self.transport.paginate(f"{self._base}/check-runs/{check_run_id}/annotations")
+            if isinstance(a, Mapping)
+        ]
+
+    def update_check_run_batches(
+        self,
+        check_run_id: int,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        present: Sequence[Mapping[str, Any]] | None,
+    ) -> None:
+        """Send ``bodies`` (updates of one run, in order) so that each annotation lands once.
+
+        GitHub *appends* the annotations of every update, so an update that GitHub applied but
+        could not confirm (a 5xx, a reset connection) must not be sent again. ``present`` is
+        what the run is known to hold already (the annotations its create carried), or None
+        when that is unknown (a run left by an earlier attempt): then the run's annotations
+        are read first and the bodies whose annotations are all there (sent by that attempt)
+        lose them (a body left with nothing but its title and summary is not sent). After an
+        ambiguous failure the annotations are read again before each retry: if this body's
+        are there beyond what the run held before it, it was applied. Bodies without
+        annotations, and runs whose updates all succeed, cost no extra request.
+        """
+        spare: Counter[tuple[Any, ...]] = Counter()  # held by the run, sent by no body yet
+        if present is None and any(_annotations_of(b) for b in bodies):
+            spare.update(_annotation_key(a) for a in self.check_run_annotations(check_run_id))
+        known = spare + Counter(_annotation_key(a) for a in present or ())  # what the run holds
+        for body in bodies:
+            batch = Counter(_annotation_key(a) for a in _annotations_of(body))
+            if batch and not batch - spare:  # all there already: an earlier attempt sent it
+                spare -= batch
+                body = _without_annotations(body)
+                if body is None:
+                    continue
+                batch = Counter()
+
+            def recover(
+                batch: Counter[tuple[Any, ...]] = batch, known: Counter[tuple[Any, ...]] = known
+            ) -> Response | None:
+                there = Counter(
+                    _annotation_key(a) for a in self.check_run_annotations(check_run_id)
+                )
+                applied = not batch - (there - known)
+                return Response(200, {}, {"id": check_run_id}) if applied else None
+
+            self.transport.request(
+                "PATCH",
+                f"{self._base}/check-runs/{check_run_id}",
+                body=dict(body),
+                recover=recover if batch else None,
+            )
+            known = known + batch
+
     def check_runs_for_ref(self, ref: str, *, app_id: int | None = None) -> list[ExistingCheckRun]:
         """Every check run on ``ref`` (all of them, not only the latest per name), optionally
         only those of one App. One request per 100 runs.
@@ -823,3 +880,25 @@ def _decode_content(data: Any) -> bytes:
     if data.get("encoding", "base64") == "base64":
         return base64.b64decode(data["content"])
     return str(data["content"]).encode()
+
+
+#: what identifies one annotation in a ``checks/list-annotations`` answer and in what we send
+_ANNOTATION_FIELDS = ("path", "start_line", "end_line", "annotation_level", "title", "message")
+
+
+def _annotation_key(annotation: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(annotation.get(k) or None for k in _ANNOTATION_FIELDS)
+
+
+def _annotations_of(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    output = body.get("output")
+    return list(output.get("annotations") or ()) if isinstance(output, Mapping) else []
+
+
+def _without_annotations(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``body`` minus its annotations; None if only the output's title and summary are left."""
+    output = {k: v for k, v in body["output"].items() if k != "annotations"}
+    rest = {k: v for k, v in body.items() if k != "output"}
+    if not rest and set(output) <= {"title", "summary"}:
+        return None
+    return {**rest, "output": output}

@@ -333,18 +333,19 @@ class PullRequestPipeline:
                     self.inbox.remember_check_run(
                         delivery_id, repo, pull.head_sha, outcome.name, existing
                     )
+            # GitHub appends annotations on every update: update_check_run_batches sends each
+            # one once, even when an update is applied but not confirmed (5xx, reset)
             if existing is None:
                 check_id = client.create_check_run(first, app_id=self.app_id)
                 self.inbox.remember_check_run(
                     delivery_id, repo, pull.head_sha, outcome.name, check_id
                 )
-            else:
+                present = first.get("output", {}).get("annotations", [])
+                client.update_check_run_batches(check_id, more, present=present)
+            else:  # a run of an earlier attempt: what it holds is unknown
                 check_id = existing
-                client.update_check_run(
-                    check_id, {k: v for k, v in first.items() if k != "head_sha"}
-                )
-            for body in more:
-                client.update_check_run(check_id, body)
+                update = {k: v for k, v in first.items() if k != "head_sha"}
+                client.update_check_run_batches(check_id, [update, *more], present=None)
             metrics.CHECK_RUN_UPDATES.labels(
                 check=outcome.name, conclusion=outcome.conclusion
             ).inc()

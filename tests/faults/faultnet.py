@@ -7,7 +7,9 @@ method and a regex on the path, and fires for the first N matching calls or with
 probability, so every scenario is reproducible.
 
 An injected error or reset is decided *before* the fake sees the request: GitHub did not apply
-it (the ordinary case of an outage or a load balancer dropping the connection).
+it (the ordinary case of an outage or a load balancer dropping the connection). A rule with
+``applied=True`` lets the fake carry the request out first and then fails the answer: the
+ambiguous case, where a retry must not repeat a non-idempotent write.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class Rule:
     after: int = 0
     #: only while this says True (an outage window); None: always
     when: Callable[[], bool] | None = None
+    #: the fake applies the request, then the error or reset replaces its answer
+    applied: bool = False
     seen: int = 0
     fired: int = 0
 
@@ -85,6 +89,7 @@ class FaultLayer:
         delay: float = 0.0,
         after: int = 0,
         when: Callable[[], bool] | None = None,
+        applied: bool = False,
     ) -> Rule:
         """Fault matching calls: the ``first`` N after skipping ``after``, or by ``probability``;
         with ``when``, only while it returns True (calls outside the window are not counted)."""
@@ -104,6 +109,7 @@ class FaultLayer:
             delay=delay,
             after=after,
             when=when,
+            applied=applied,
         )
         self.rules.append(rule)
         return rule
@@ -172,6 +178,8 @@ class FaultLayer:
                     self.close_connection = True
                     return
                 rule = layer.decide(self.command, path)
+                if rule is not None and rule.applied and rule.kind in ("reset", "status"):
+                    fake.handle(self.command, self.path, dict(self.headers), raw)
                 if rule is not None and rule.kind == "reset":
                     with fake._lock:
                         fake.calls.append(Call(self.command, path, 0, None))

@@ -5,7 +5,8 @@ One pure ``handle(method, url, headers, body)`` serves REST shapes from ``@octok
 ``serve()`` runs it as a real HTTP server on 127.0.0.1 (end-to-end test, benchmark). Every
 request body is validated against the OpenAPI request schema of its operation
 (``tests/fixtures/github/openapi-checks-subset.json``); violations land in ``schema_errors``.
-Faults are injected with ``fail(...)``: the next N matching requests get a given status.
+Faults are injected with ``fail(...)``: the next N matching requests get a given status (with
+``applied=True``, after the request took effect).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class Fault:
     remaining: int
     headers: dict[str, str]
     body: dict[str, Any]
+    #: GitHub applied the request before failing (a 5xx after the write): the ambiguous case
+    applied: bool = False
 
 
 @dataclass
@@ -178,9 +181,20 @@ class FakeGitHub:
         times: int,
         headers: dict[str, str] | None = None,
         message: str = "boom",
+        applied: bool = False,
     ) -> None:
+        """The next ``times`` matching requests get ``status``; with ``applied``, after the
+        fake has carried them out (GitHub wrote, then its answer was lost)."""
         self.faults.append(
-            Fault(method, re.compile(pattern), status, times, headers or {}, {"message": message})
+            Fault(
+                method,
+                re.compile(pattern),
+                status,
+                times,
+                headers or {},
+                {"message": message},
+                applied,
+            )
         )
 
     def calls_to(self, method: str, pattern: str) -> list[Call]:
@@ -265,6 +279,8 @@ class FakeGitHub:
             for fault in self.faults:
                 if fault.remaining > 0 and fault.method == method and fault.pattern.search(path):
                     fault.remaining -= 1
+                    if fault.applied:
+                        self._route(method, path, query, headers, data)
                     self.calls.append(Call(method, path, fault.status, data))
                     return (
                         fault.status,
@@ -457,6 +473,13 @@ class FakeGitHub:
                 and r["name"] == query.get("check_name", r["name"])
             ]
             return 200, {}, {"total_count": len(runs), "check_runs": runs}
+        m = re.fullmatch(r"/check-runs/(\d+)/annotations", sub)
+        if m and method == "GET":  # checks/list-annotations (page/per_page honoured)
+            run = self.check_runs.get(int(m.group(1)))
+            if run is None:
+                return 404, {}, {"message": "Not Found"}
+            items = [_annotation_json(a) for a in run["annotations"]]
+            return self._page(items, f"/repos/{repo.full_name}{sub}", query)
         m = re.fullmatch(r"/check-runs/(\d+)", sub)
         if m and method == "PATCH":
             self._validate("checks/update", data)
@@ -531,6 +554,19 @@ class FakeGitHub:
             return {"__typename": "Tree", "oid": sha, "entries": entries}
 
         return 200, {}, {"data": {"repository": {"object": node(prefix, 1)}}}
+
+    def _page(
+        self, items: list[Any], path: str, query: dict[str, str]
+    ) -> tuple[int, dict[str, str], Any]:
+        """One page of a list endpoint, with GitHub's ``Link: rel="next"`` when more follow."""
+        per_page = int(query.get("per_page", 30))
+        page = int(query.get("page", 1))
+        out = items[(page - 1) * per_page : page * per_page]
+        headers = {}
+        if page * per_page < len(items):
+            url = f"{self.base}{path}?per_page={per_page}&page={page + 1}"
+            headers["Link"] = f'<{url}>; rel="next"'
+        return 200, headers, out
 
     def _app(self, headers: dict[str, str]) -> int | None:
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
@@ -623,6 +659,22 @@ def _jwt_app(headers: dict[str, str]) -> int | None:
         return int(claims["iss"])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _annotation_json(sent: dict[str, Any]) -> dict[str, Any]:
+    """A stored annotation in the ``checks/list-annotations`` item shape (@octokit/openapi)."""
+    return {
+        "path": sent["path"],
+        "start_line": sent["start_line"],
+        "end_line": sent["end_line"],
+        "start_column": sent.get("start_column"),
+        "end_column": sent.get("end_column"),
+        "annotation_level": sent.get("annotation_level"),
+        "title": sent.get("title", ""),
+        "message": sent.get("message"),
+        "raw_details": sent.get("raw_details", ""),
+        "blob_href": f"https://github.com/blob/{sent['path']}",
+    }
 
 
 def _run_json(run: dict[str, Any]) -> dict[str, Any]:
