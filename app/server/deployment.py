@@ -178,8 +178,9 @@ def _reject(reason: str) -> DeploymentVerdict:
 
 
 def _policy_at(client: RepoClient, commit: str) -> Any:
-    _, listing = client.directory_at(commit, "policies")
-    files = {path: client.blob(blob) for path, blob in sorted(listing.items())}
+    # one GraphQL query for the folder with its texts (each checked against its blob SHA),
+    # cached by tree SHA, as the evaluator reads them; REST tree + blobs only as a fallback
+    _, files = client.files_under(commit, "policies")
     return load_policy_files(files, origin="policies/")
 
 

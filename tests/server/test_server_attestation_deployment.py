@@ -188,3 +188,30 @@ def test_without_signing_key_the_event_is_not_handled(settings, gh):
     assert response.json()["status"] == "ignored"
     deps.worker.drain()
     assert gh.deployment_reviews == []
+
+
+def test_deployment_reads_the_base_policies_in_one_query(settings, gh):
+    # the six policy files come from one GraphQL query with blob-SHA-checked texts, not a REST
+    # tree walk plus one blob read per file: measured 16 REST calls before, 8 REST + 1 GraphQL
+    signer = LocalKeySigner(generate_private_key())
+    _approve_and_attest(settings, gh, signer)
+    _merge(gh)
+    before = len(gh.calls)
+    _deliver(settings, "deployment_protection_rule", _request(), signer)
+    ((_, body),) = gh.deployment_reviews
+    assert body["state"] == "approved", body
+    calls = gh.calls[before:]
+    rest = [c for c in calls if c.path != "/graphql"]
+    assert len(calls) - len(rest) == 1
+    assert [c.path for c in rest if "/git/trees/" in c.path or "/git/blobs/" in c.path] == []
+    assert len(rest) == 8, [(c.method, c.path) for c in rest]
+
+
+def test_deployment_policies_fall_back_to_rest_without_graphql(settings, gh):
+    signer = LocalKeySigner(generate_private_key())
+    _approve_and_attest(settings, gh, signer)
+    _merge(gh)
+    gh.graphql_enabled = False
+    _deliver(settings, "deployment_protection_rule", _request(), signer)
+    ((_, body),) = gh.deployment_reviews
+    assert body["state"] == "approved", body
