@@ -258,10 +258,11 @@ def apply_cancel(state: QueueState, digest: str, *, reason: str, now: float) -> 
     existing = state.get_run(digest)
     if existing is None:
         return CancelOutcome(None, None, False)
-    if existing.status == "cancelled":
+    status = str(existing.status)  # before: a store may hand back a live record
+    if status == "cancelled":
         return CancelOutcome(existing.run_id, "cancelled", False)
     state.cancel_run(digest, reason, now)
-    return CancelOutcome(existing.run_id, str(existing.status), True)
+    return CancelOutcome(existing.run_id, status, True)
 
 
 # --- the App-written request record -----------------------------------------------------------
