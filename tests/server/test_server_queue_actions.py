@@ -257,3 +257,26 @@ def test_other_check_runs_keep_the_rerun_behaviour(settings, gh):
     _deliver(settings, payload)
     assert gh.dispatches == []
     assert "plangate/validate" in gh.runs_for(HEAD)
+
+
+def test_retry_press_over_real_http_against_the_loopback_fake(settings):
+    """The same press with the App's real HTTP stack (``requests``) against ``QueueGitHub``
+    served on 127.0.0.1, as the end-to-end and fault tests serve ``ghfake``."""
+    fake = QueueGitHub("http://127.0.0.1/api/v3")
+    fake.installations.add(690857)
+    repo = fake.repo(REPO)
+    repo.default_branch = "master"
+    repo.commit({"README.md": "x", **POLICIES, "plans/hello.yaml": PLAN}, sha=MERGE)
+    repo.branches["master"] = MERGE
+    _check_run(fake)
+    server, api = fake.serve()
+    try:
+        served = settings.model_copy(update={"github_api_url": api})
+        _deliver(served, _press("alice"), delivery="loopback")
+    finally:
+        server.shutdown()
+    assert fake.schema_errors == []
+    assert [body["inputs"] for _, body in fake.dispatches] == [
+        {"queue_request": request_id_for("retry", "loopback")}
+    ]
+    assert _records(fake)[0].verdict == "allow"
