@@ -26,15 +26,21 @@ All resources of a plan are taken in sorted order; if one is busy the ones alrea
 released again (all or nothing), so two plans never hold half of each other's resources.
 
 Adapter over a narrow ``RefApi`` (``RestTransport.request`` fits): blocking calls, a few per
-acquire/renew, none per step.
+acquire/renew, none per step. The renewal runs while steps run, so the runner awaits
+``renew_async``, which makes those calls on a worker thread (``asyncio.to_thread``): a slow
+GitHub (each call may take its full HTTP timeout and retries) never stalls the event loop, i.e.
+the other steps' progress and their ``timeout``s. One mutex serialises renew, acquire and
+release, so a release waits for a renewal still in flight instead of racing its compare-and-swap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -159,6 +165,8 @@ class GitRefLocks:
         self.run_url = run_url
         self._tree: str | None = None
         self._held: dict[str, dict[str, _Held]] = {}
+        #: one lease change at a time per process (the renewal runs on a worker thread)
+        self._mutex = threading.RLock()
         #: (resource, previous holder) of every expired lease this process took over
         self.takeovers: list[tuple[str, str]] = []
 
@@ -166,6 +174,10 @@ class GitRefLocks:
 
     def try_acquire(self, resources: Sequence[str], holder: str, plan_id: str) -> list[LockHolder]:
         """Take every resource or none. Returns the conflicting holders (empty: acquired)."""
+        with self._mutex:
+            return self._try_acquire(resources, holder, plan_id)
+
+    def _try_acquire(self, resources: Sequence[str], holder: str, plan_id: str) -> list[LockHolder]:
         before = self._held.get(holder, {})
         taken: dict[str, _Held] = dict(before)
         for resource in sorted(set(resources)):
@@ -207,12 +219,25 @@ class GitRefLocks:
             sleep=self.sleep,
         )
 
+    async def renew_async(self, holder: str) -> int:
+        """``renew`` on a worker thread: what the runner's heartbeat awaits.
+
+        If the awaiting task is cancelled (the run ended) the thread still finishes its
+        compare-and-swap; ``release`` then waits for it on the mutex.
+        """
+        return await asyncio.to_thread(self.renew, holder)
+
     def renew(self, holder: str) -> int:
         """Push every lease of ``holder`` forward; returns how many locks it still holds.
 
         A lost CAS (422) means the lock was taken over: it is dropped. A transient error keeps
         the lock while our own lease has not run out (the next heartbeat tries again).
+        Blocking (API calls): from a coroutine, await ``renew_async``.
         """
+        with self._mutex:
+            return self._renew(holder)
+
+    def _renew(self, holder: str) -> int:
         held = self._held.get(holder, {})
         for resource, h in list(held.items()):
             now = self.now()
@@ -235,15 +260,17 @@ class GitRefLocks:
     def release(self, holder: str) -> None:
         """Release everything ``holder`` holds (a ``released`` commit, by CAS). Never raises:
         a release that fails leaves a lease that expires on its own."""
-        self._release_all(self._held.pop(holder, {}), holder)
+        with self._mutex:
+            self._release_all(self._held.pop(holder, {}), holder)
 
     def holders(self) -> list[LockHolder]:
         """The locks this process holds (other runs' locks are seen on contention)."""
-        return [
-            LockHolder(resource, holder, h.plan_id, h.expires_at)
-            for holder, held in self._held.items()
-            for resource, h in sorted(held.items())
-        ]
+        with self._mutex:
+            return [
+                LockHolder(resource, holder, h.plan_id, h.expires_at)
+                for holder, held in self._held.items()
+                for resource, h in sorted(held.items())
+            ]
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -47,7 +47,9 @@ class ResourceLocks(Protocol):
 
     ``acquire`` takes all or none and raises ``LockBusy`` (fail fast, or after waiting up to
     ``wait_timeout``); ``renew`` pushes the holder's leases forward and returns how many it still
-    holds (0 while it held some: the lease was lost); ``release`` never raises.
+    holds (0 while it held some: the lease was lost); ``release`` never raises. A backend whose
+    ``renew`` does network I/O also offers ``async renew_async(holder)`` (same result, off the
+    event loop); the runner's heartbeat prefers it.
     """
 
     lease: float

@@ -233,7 +233,11 @@ class Runner:
         """
         while True:
             await self.heartbeat_sleep(self.locks.lease / 3)
-            if self.locks.renew(run_id) == 0 and holds_locks:
+            # a backend whose renewal is network I/O (git refs on GitHub) renews off the loop,
+            # so a slow renewal never delays the steps running meanwhile (nor their timeouts)
+            renew_async = getattr(self.locks, "renew_async", None)
+            held = await renew_async(run_id) if renew_async else self.locks.renew(run_id)
+            if held == 0 and holds_locks:
                 self._lock_lost.set()
                 self.events.emit("lock.lost", run_id=run_id)
                 return
