@@ -6,7 +6,8 @@ Run: ``.venv/bin/python benchmarks/load.py [--deliveries 10000] [--senders 100] 
 * **Server**: ``plangate serve`` as a subprocess (the real CLI: signature check, durable SQLite
   WAL inbox with ``synchronous=FULL``, 202, the 2 worker threads, the policy engine), configured
   by environment like production, ``--write-interval 0`` (GitHub's 1 s pause between writes
-  per installation would cap processing at one write a second).
+  per installation would cap processing at one write a second); started by
+  ``tests/support/serve.py``, the start-up the end-to-end tests and ``benchmarks/e2e.py`` share.
 * **GitHub**: ``tests/github/ghfake.FakeGitHub`` behind ``tests/faults/faultnet.FaultLayer``
   (``--fault-rate`` of its calls answered 502 before they are applied), served in *its own
   process* so the senders do not share a GIL with it. Every request body is validated against
@@ -35,13 +36,9 @@ import copy
 import hashlib
 import json
 import multiprocessing
-import os
 import random
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,11 +53,20 @@ for _p in (ROOT, ROOT / "tests" / "github", ROOT / "tests" / "faults"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from tests.support.serve import (  # noqa: E402  (after the sys.path set-up above)
+    ServeFailed,
+    free_port,
+    private_key_pem,
+    serve_env,
+    start_serve,
+    stop_serve,
+)
+from tests.support.serve import healthz as _healthz  # noqa: E402
+
 SECRET = "load-test-secret"
 REPO = "Codertocat/Hello-World"  # the webhook examples' repository
 BASE = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
 NAMES = ("plangate/validate", "plangate/policy", "plangate/cost", "plangate/approval")
-CODE = "import sys; from app.cli import main; sys.exit(main())"
 
 
 def head_sha(pr: int, rev: int) -> str:
@@ -274,24 +280,6 @@ class _Pull:
 # -- the server process ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _private_key() -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
 def rss_kb(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) of a process, in kB, from ``/proc/<pid>/status``."""
     out: dict[str, int] = {}
@@ -301,44 +289,6 @@ def rss_kb(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(value.split()[0])
     return out
-
-
-def _healthz(port: int) -> dict[str, Any]:
-    import httpx
-
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
-
-
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            CODE,
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--write-interval",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    for _ in range(400):
-        if _healthz(port).get("status"):
-            return proc
-        if proc.poll() is not None:
-            raise SystemExit((proc.stderr.read() if proc.stderr else b"").decode())
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("plangate serve did not come up")
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -414,7 +364,7 @@ def run(
     seed: int = 20261125,
 ) -> Report:
     deadline = time.monotonic() + cap
-    port = _free_port()
+    port = free_port()
     items, revisions, kinds = build_deliveries(deliveries, prs, port, seed)
     report = Report(deliveries, senders, prs, kinds)
     ctx = multiprocessing.get_context("spawn")
@@ -427,16 +377,9 @@ def run(
     proc = None
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "PLANGATE_"))},
-            "GITHUB_APP_ID": "42",
-            "GITHUB_PRIVATE_KEY": _private_key(),
-            "GITHUB_WEBHOOK_SECRET": SECRET,
-            "GITHUB_API_URL": api,
-            "PLANGATE_DATA_DIR": str(data),
-        }
+        env = serve_env(api_url=api, secret=SECRET, data_dir=data, private_key=private_key_pem())
         try:
-            proc = start_server(env, port)
+            proc = start_serve(env, port)
             report.rss_before_kb = rss_kb(proc.pid)["VmRSS"]
             peak = [report.rss_before_kb]
             stop = threading.Event()
@@ -470,8 +413,7 @@ def run(
             mem = rss_kb(proc.pid)
             report.rss_after_kb, report.hwm_kb = mem["VmRSS"], mem["VmHWM"]
             report.rss_peak_sampled_kb = max(peak)
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            stop_serve(proc, timeout=30)
         finally:
             if proc is not None and proc.poll() is None:
                 proc.kill()
@@ -567,14 +509,18 @@ def main() -> int:
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of 502s from GitHub")
     parser.add_argument("--seed", type=int, default=20261125)
     args = parser.parse_args()
-    report = run(
-        deliveries=args.deliveries,
-        senders=args.senders,
-        prs=args.prs,
-        cap=args.cap,
-        fault_rate=args.fault_rate,
-        seed=args.seed,
-    )
+    try:
+        report = run(
+            deliveries=args.deliveries,
+            senders=args.senders,
+            prs=args.prs,
+            cap=args.cap,
+            fault_rate=args.fault_rate,
+            seed=args.seed,
+        )
+    except ServeFailed as exc:
+        print(f"load: {exc}", file=sys.stderr)
+        return 1
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
 

@@ -4,13 +4,7 @@ serving a real git repository's contents. Includes SIGKILL between the 202 and p
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import git
@@ -19,17 +13,16 @@ import pytest
 from ghfake import FakeGitHub, Pull, webhook_fixture
 from srvkit import PLAN, ROOT, SECRET
 
-from app.server.webhooks import sign
+from tests.support.serve import free_port as _free_port
+from tests.support.serve import load_git_repo, post_webhook, serve_env
+from tests.support.serve import start_serve as _start
+from tests.support.serve import wait_for as _wait
 
 pytestmark = pytest.mark.slow
 
 NAMES = {"plangate/validate", "plangate/policy", "plangate/cost", "plangate/approval"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: the helpers other server and fault tests import from here
+__all__ = ["_free_port", "_post", "_start", "_wait"]
 
 
 def _real_repo(path: Path) -> tuple[str, str]:
@@ -53,77 +46,14 @@ def _real_repo(path: Path) -> tuple[str, str]:
     return base, head
 
 
-def _load_into_fake(fake: FakeGitHub, path: Path, full_name: str) -> None:
-    repo = git.Repo(path)
-    target = fake.repo(full_name)
-    target.default_branch = "master"
-    for ref in repo.heads:
-        commit = ref.commit
-        files = {
-            blob.path: blob.data_stream.read()
-            for blob in commit.tree.traverse()
-            if blob.type == "blob"
-        }
-        target.commit(files, branch=ref.name, sha=commit.hexsha)
-
-
-def _start(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from app.cli import main; sys.exit(main())",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--write-interval",
-            "0",
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("server did not come up")
-
-
-def _wait(predicate, seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 @pytest.fixture
 def world(tmp_path, private_key):
     base, head = _real_repo(tmp_path / "repo")
     fake = FakeGitHub("http://127.0.0.1/api/v3")
-    _load_into_fake(fake, tmp_path / "repo", "Codertocat/Hello-World")
+    load_git_repo(fake, tmp_path / "repo", "Codertocat/Hello-World")
     fake.repo("Codertocat/Hello-World").pulls[2] = Pull(2, head, base, "master", author="alice")
     server, api = fake.serve()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "PLANGATE_"))},
-        "GITHUB_APP_ID": "42",
-        "GITHUB_PRIVATE_KEY": private_key,
-        "GITHUB_WEBHOOK_SECRET": SECRET,
-        "GITHUB_API_URL": api,
-        "PLANGATE_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = serve_env(api_url=api, secret=SECRET, data_dir=tmp_path / "data", private_key=private_key)
     payload = webhook_fixture("pull_request.opened")
     payload["pull_request"]["head"]["sha"] = head
     payload["pull_request"]["base"]["sha"] = base
@@ -139,17 +69,7 @@ def audit_repo(tmp_path):
 
 
 def _post(port: int, payload: dict, delivery: str) -> httpx.Response:
-    body = json.dumps(payload).encode()
-    return httpx.post(
-        f"http://127.0.0.1:{port}/webhook",
-        content=body,
-        headers={
-            "X-GitHub-Event": "pull_request",
-            "X-GitHub-Delivery": delivery,
-            "X-Hub-Signature-256": sign(SECRET.encode(), body),
-            "Content-Type": "application/json",
-        },
-    )
+    return post_webhook(port, payload, delivery, secret=SECRET)
 
 
 def test_serve_end_to_end(world, audit_repo):
