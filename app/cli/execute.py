@@ -154,6 +154,9 @@ class ActionsContext:
     #: installation token scoped to what its plan declares
     app_id: int | None = None
     app_private_key: str | None = field(default=None, repr=False)
+    #: resource-lock lease and clock-skew allowance (PLANGATE_LOCK_LEASE_SECONDS / _SKEW_)
+    lock_lease: float = 300.0
+    lock_skew: float = 30.0
 
 
 def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> ActionsContext:
@@ -196,6 +199,8 @@ def _actions_context(args: argparse.Namespace, environ: Mapping[str, str]) -> Ac
         app_private_key=(
             settings.github_private_key.get_secret_value() if settings.github_private_key else None
         ),
+        lock_lease=settings.lock_lease_seconds,
+        lock_skew=settings.lock_skew_seconds,
     )
 
 
@@ -1081,13 +1086,14 @@ def _locks(args, ctx: ActionsContext, github, state):  # type: ignore[no-untyped
     from app.execute.github_locks import GitRefLocks
 
     if args.locks == "local":
-        return state.lock_manager(now=time.time, sleep=asyncio.sleep, lease=60.0)
+        return state.lock_manager(now=time.time, sleep=asyncio.sleep, lease=ctx.lock_lease)
     return GitRefLocks(
         github.client.transport,
         ctx.repo,
         now=time.time,
         sleep=asyncio.sleep,
-        lease=300.0,
+        lease=ctx.lock_lease,
+        skew=ctx.lock_skew,
         run_url=ctx.run_url or "",
     )
 
