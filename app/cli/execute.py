@@ -116,9 +116,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--queue-request",
         metavar="ID",
-        help="run a retry the Plangate App recorded (workflow_dispatch from the check run's "
-        "Retry button): the request must be on the attestation branch, allowed by policy, for "
-        "a merge commit on the default branch; the checkout must be the default branch",
+        help="run a retry (or the cancel of a run no workflow is running) the Plangate App "
+        "recorded (workflow_dispatch from the check run's Retry/Cancel button): the request must "
+        "be on the attestation branch, allowed by policy, unused, for a merge commit on the "
+        "default branch; the checkout must be the default branch",
     )
     p.add_argument(
         "--queue-buttons",
@@ -686,7 +687,7 @@ class QueuedRetry:
 
 
 def _queued_retry(  # type: ignore[no-untyped-def]
-    args, ctx: ActionsContext, github, environ: Mapping[str, str], now: datetime
+    args, ctx: ActionsContext, github, environ: Mapping[str, str], now: datetime, *, writes
 ) -> QueuedRetry:
     """Fail closed unless the App recorded an allowed retry for this repository (the record on
     the bot-only attestation branch is the proof: anyone with write access can dispatch the
@@ -720,14 +721,15 @@ def _queued_retry(  # type: ignore[no-untyped-def]
         )
     source = f"{args.attestation_branch}:{path}"
     request = QueueRequest.from_json(raw, source=source)
+    verb = "cancel" if args.queue_request.startswith("cancel-") else "retry"
     request.check_for_execution(
-        request_id=args.queue_request, repository=ctx.repo, verb="retry", now=now
+        request_id=args.queue_request, repository=ctx.repo, verb=verb, now=now
     )
     if store.read(path + ".used", at=head) is not None:
         raise AttestationError(
             f"queue request {args.queue_request} was already used",
             check="queue-request",
-            hint="press Retry again for a new request",
+            hint="press the button again for a new request",
         )
     _require_on_default_branch(Path.cwd(), request.commit, ctx.after)
     policy = load_policy_dir(args.policies)  # the default branch's policy, now
@@ -742,16 +744,16 @@ def _queued_retry(  # type: ignore[no-untyped-def]
                 f"names {plan.digest}",
                 check="queue-request",
             )
-        decision = decide(request.actor, "retry", loaded.plan, loaded.digest, policy)
+        decision = decide(request.actor, verb, loaded.plan, loaded.digest, policy)
         if not decision.allowed:
             raise AttestationError(
-                f"the default branch's policy no longer lets {request.actor} retry {plan.path}: "
+                f"the default branch's policy no longer lets {request.actor} {verb} {plan.path}: "
                 + "; ".join(decision.denials),
                 check="policy",
             )
         decisions.append(decision)
     used = {"used_by": ctx.run_url or ctx.workflow, "at": now.isoformat()}
-    store.store(
+    writes.store(args.attestation_branch).store(  # the App's token: an App-only branch
         path + ".used",
         (json.dumps(used, sort_keys=True) + "\n").encode(),
         message=f"plangate: queue request {args.queue_request} used",
@@ -783,7 +785,7 @@ def _prepare_queued(
     """Put each requested plan's run where a re-run retries it (``prepare_retry``, as
     ``plangate retry``) and record the request in the audit trail. Returns refusals by path."""
     from app.audit.git_store import GitAuditStore
-    from app.execute.queue import audit_draft, prepare_retry
+    from app.execute.queue import apply_cancel, prepare_retry
     from app.execute.state import state_store_for
     from app.settings import Settings
 
@@ -793,32 +795,45 @@ def _prepare_queued(
     audit = GitAuditStore(Path.cwd())
     try:
         for plan, decision in zip(request.plans, queued.decisions, strict=True):
+            if request.verb == "cancel":  # no workflow was running it: cancel, then undo
+                run = state.get_run(plan.digest)
+                reason = f"cancelled by {decision.who()} on the plangate/execute check run"
+                _append_queue_audit(audit, decision, run, request)
+                if apply_cancel(state, plan.digest, reason=reason, now=time.time()).run_id is None:
+                    refused[plan.path] = f"cancel: no run of {plan.path} ({plan.digest}) to cancel"
+                continue
             reason = f"retry requested by {decision.who()} on the plangate/execute check run"
             if cancels is not None:  # a cancel recorded since wins over the retry
                 cancelled = cancels(plan.digest)
                 if cancelled and state.get_run(plan.digest) is not None:
                     state.cancel_run(plan.digest, cancelled, time.time())
             run = state.get_run(plan.digest)
-            audit.append(
-                [
-                    audit_draft(
-                        decision,
-                        now=datetime.now(UTC),
-                        correlation_id=run.run_id if run else None,
-                        run_status=run.status if run else None,
-                        via=f"github:check_run/{request.check_run_id}",
-                    )
-                ]
-            )
+            _append_queue_audit(audit, decision, run, request)
             try:
                 prepare_retry(state, plan.digest, label=plan.path, reason=reason, now=time.time())
             except InputError as exc:
                 refused[plan.path] = f"retry refused: {exc.message}. {exc.hint or ''}".strip()
-        audit.commit(f"retry requested by {request.actor} (queue request {request.id})")
+        audit.commit(f"{request.verb} requested by {request.actor} (queue request {request.id})")
     finally:
         audit.close()
         state.close()
     return refused
+
+
+def _append_queue_audit(audit: Any, decision: Any, run: Any, request: Any) -> None:
+    from app.execute.queue import audit_draft
+
+    audit.append(
+        [
+            audit_draft(
+                decision,
+                now=datetime.now(UTC),
+                correlation_id=run.run_id if run else None,
+                run_status=run.status if run else None,
+                via=f"github:check_run/{request.check_run_id}",
+            )
+        ]
+    )
 
 
 class _CancelRequests:

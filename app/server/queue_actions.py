@@ -21,7 +21,9 @@ nothing else happens. Allowed:
   ``.dispatched`` marker beside the record keeps a retried delivery from dispatching twice.
 * **cancel**: ``queue/cancel/<digest>.json`` per plan (the executor checks it before each step,
   then compensates what ran) and the workflow run named by the check run's ``details_url`` is
-  cancelled through the Actions API (409: it already ended).
+  cancelled through the Actions API (409: it already ended). When the check run is completed
+  (a paused or failed run, no workflow going), the workflow is dispatched with the cancel's id
+  instead, so an executor marks the run cancelled and compensates what it changed.
 """
 
 from __future__ import annotations
@@ -127,9 +129,13 @@ class QueueActions:
             )
             return
         if verb == "retry":
-            note = self._retry(client, store, path, request_id, default)
+            note = self._dispatch(client, store, path, request_id, default)
         else:
             note = self._cancel(client, store, request, run)
+            if run.get("status") == "completed":
+                # no workflow is running the plan (a paused or failed run): an executor run
+                # applies the cancel and compensates what the run changed (the saga)
+                note += " " + self._dispatch(client, store, path, request_id, default)
         rules = ", ".join(sorted({d.rule or "queue" for d in decisions}))
         self._say(
             client,
@@ -182,7 +188,7 @@ class QueueActions:
 
     # -- the effects -----------------------------------------------------------------------
 
-    def _retry(
+    def _dispatch(
         self, client: RepoClient, store: AttestationStore, path: str, request_id: str, ref: str
     ) -> str:
         if store.read(path + ".dispatched") is not None:
@@ -217,7 +223,7 @@ class QueueActions:
         note = "The run stops before its next step and undoes what it changed."
         m = _RUN_ID.search(str(run.get("details_url") or ""))
         if m is None or run.get("status") == "completed":
-            return note
+            return "The run is cancelled and what it changed is undone."
         owner, _, name = client.full_name.partition("/")
         try:
             client.transport.request(
