@@ -364,13 +364,16 @@ def execute(
     ctx = _actions_context(args, environ)
     checkout = Path.cwd()
     _require_checkout_at(checkout, ctx.after)
+    writes: _AttestationWrites | None = None
     if args.queue_request:
         if github is None:
             github = _github(ctx)
+        writes = _AttestationWrites(github, ctx)
         try:
-            queued = _queued_retry(args, ctx, github, environ, now())
+            queued = _queued_retry(args, ctx, github, environ, now(), writes=writes)
         except (AttestationError, InputError) as exc:
             print(f"plangate: queue request refused: {exc.diagnostics()}", file=sys.stderr)
+            writes.close()
             return 1
         ctx = queued.ctx
         diff = gm.ChangedPlans(changed=tuple(p.path for p in queued.request.plans))
@@ -386,6 +389,8 @@ def execute(
         run_signer = _run_signer_factory(args, environ, ctx)
     if github is None:
         github = _github(ctx)
+    if writes is None:
+        writes = _AttestationWrites(github, ctx)
     data_dir = Path(args.data_dir) if args.data_dir else _data_dir(environ)
 
     buttons = _queue_buttons(args, ctx)
@@ -410,6 +415,8 @@ def execute(
     notes: list[str] = []
     error: str | None = None
     carry = not args.dry_run and args.carry_state and _carries_state(environ)
+    if not args.dry_run and (carry or run_signer is not None):
+        notes += writes.missing_credentials_note(args.attestation_branch)
     state_refused: str | None = None
     try:
         if carry:
@@ -458,10 +465,11 @@ def execute(
                     run_signer,
                     cancels=cancels,
                     buttons=buttons,
+                    writes=writes,
                 )
             )
         if carry and any(o.result is not None for o in outcomes):
-            notes += _save_state(args, ctx, github, data_dir, run_signer)
+            notes += _save_state(args, ctx, github, data_dir, run_signer, writes)
         if args.push_audit and not args.dry_run:
             notes += _push_audit(ctx)
     except BaseException as exc:  # the check run must not stay "in progress" or say success
@@ -473,15 +481,26 @@ def execute(
         if check_id is not None:
             try:
                 _finish_check(
-                    github, check_id, ctx, outcomes, diff.deleted, notes, error, buttons=buttons
+                    github,
+                    check_id,
+                    ctx,
+                    outcomes,
+                    diff.deleted,
+                    notes,
+                    error,
+                    buttons=buttons,
+                    unrecorded=writes.failures,
                 )
             except PlangateError as exc:  # never mask the run's own outcome or error
                 print(
                     f"plangate: cannot complete the {gm.CHECK_NAME} check run: {exc}",
                     file=sys.stderr,
                 )
+        writes.close()
     if not args.dry_run:
         _comment(github, ctx, outcomes)
+    for failure in writes.failures:  # the job log too: the check run is not the only reader
+        _warn(failure, environ)
     _print(args, outcomes, diff.deleted, notes)
     return gm.exit_code(outcomes)
 
@@ -501,6 +520,7 @@ def _one_plan(  # type: ignore[no-untyped-def]
     *,
     cancels=None,
     buttons: bool = False,
+    writes: _AttestationWrites | None = None,
 ):
     from app.actions.registry import default_registry
     from app.execute import github_mode as gm
@@ -605,6 +625,7 @@ def _one_plan(  # type: ignore[no-untyped-def]
             run_signer,
             started_at,
             finished_at,
+            writes or _AttestationWrites(github, ctx),
         )
     if progress is not None and progress.errors:
         outcome.warnings.append(f"live check-run updates failed: {progress.errors[-1]}")
@@ -1018,11 +1039,10 @@ def _read_blob(github, commit: str, path: str) -> bytes | None:  # type: ignore[
     return base64.b64decode(data["content"]) if data.get("encoding") == "base64" else None
 
 
-def _save_state(args, ctx: ActionsContext, github, data_dir: Path, signing) -> list[str]:  # type: ignore[no-untyped-def]
+def _save_state(args, ctx: ActionsContext, github, data_dir: Path, signing, writes) -> list[str]:  # type: ignore[no-untyped-def]
     """Store a signed copy of the state for the next workflow run (best effort, noted)."""
     from app.approvals.attest import INTOTO_PAYLOAD_TYPE
     from app.execute.state_carry import STATE_PATH, snapshot, state_statement
-    from app.github.attestations import AttestationStore
 
     db = data_dir / "state.db"
     if not db.exists():
@@ -1040,7 +1060,7 @@ def _save_state(args, ctx: ActionsContext, github, data_dir: Path, signing) -> l
             blob, repository=ctx.repo, commit=ctx.after, workflow_run=ctx.run_url or ""
         )
         document = signer.sign(INTOTO_PAYLOAD_TYPE, payload)
-        store = AttestationStore(github.client, branch=args.attestation_branch)
+        store = writes.store(args.attestation_branch)
         store.store(STATE_PATH, blob, message=f"plangate: executor state after {ctx.after[:12]}")
         store.store(
             f"{STATE_PATH}.{signer.kind}.json",
@@ -1049,7 +1069,7 @@ def _save_state(args, ctx: ActionsContext, github, data_dir: Path, signing) -> l
         )
     except (PlangateError, OSError, ValueError) as exc:
         print(f"plangate: run state not carried: {exc}", file=sys.stderr)
-        return [f"Run state NOT carried to the next workflow run: {exc}", ""]
+        return [writes.failed("Run state NOT carried to the next workflow run", exc), ""]
     return [f"Run state carried: `{args.attestation_branch}:{STATE_PATH}` (signed).", ""]
 
 
@@ -1064,8 +1084,9 @@ def _run_secrets(plan: Any, scoped: Any) -> dict[str, str]:
     return secrets
 
 
-def _mint_run_token(ctx: ActionsContext, scope: Any) -> Any:
-    """The run's own installation token (``ScopedToken``), or None without App credentials."""
+def _mint_run_token(ctx: ActionsContext, scope: Any, *, purpose: str = "run token") -> Any:
+    """An installation token (``ScopedToken``) with exactly ``scope``, or None without App
+    credentials. Only the scope is printed, never the token."""
     if ctx.app_id is None or not ctx.app_private_key:
         return None
     from app.github.auth import AppCredentials, InstallationTokens, repo_installation
@@ -1077,8 +1098,108 @@ def _mint_run_token(ctx: ActionsContext, scope: Any) -> Any:
     scoped = tokens.scoped_token(
         installation, repositories=scope.repositories, permissions=scope.permissions
     )
-    print(f"plangate: run token scoped to {scope.describe()}", file=sys.stderr)
+    print(f"plangate: {purpose} scoped to {scope.describe()}", file=sys.stderr)
     return scoped
+
+
+#: what to set when the App's credentials are missing (env names, and the workflow's secrets)
+_APP_SECRETS = (
+    "GITHUB_APP_ID and GITHUB_PRIVATE_KEY (in plangate-execute.yml, from the secrets "
+    "PLANGATE_APP_ID and PLANGATE_APP_PRIVATE_KEY)"
+)
+
+
+class _AttestationWrites:
+    """What the executor writes the attestation branch with: run attestations, the carried
+    run state, used queue requests.
+
+    The branch is protected so that only the Plangate App can push to it (docs/github-app.md):
+    the job's ``GITHUB_TOKEN`` is refused there. With the App's credentials the executor mints
+    its own installation token for these writes, limited to this repository and
+    ``contents: write``; it stays in memory (never printed, never in an event or a check run),
+    is minted on the first write, replaced before its hour runs out and revoked by ``close``.
+
+    Reads of the branch (the approval, carried state, cancel requests), the check run,
+    comments, issues and the lock refs keep the job's token: it reads a protected branch fine,
+    and a token that can write the branch should be used for nothing else.
+
+    Without App credentials the writes use the job's token: a branch without that protection
+    (local trials, GHES without rulesets) still works. Where the branch is protected they fail;
+    each failure is recorded (``failed``) so the check run does not say a plain "success".
+    """
+
+    def __init__(self, github: Any, ctx: ActionsContext, *, clock: Callable[[], float] = time.time):
+        self._github = github
+        self._ctx = ctx
+        self._clock = clock
+        self._token: Any = None
+        self._client: Any = None
+        #: writes that failed (messages for the check run; the run's outcome is unchanged)
+        self.failures: list[str] = []
+
+    @property
+    def with_app(self) -> bool:
+        return self._ctx.app_id is not None and bool(self._ctx.app_private_key)
+
+    def store(self, branch: str) -> Any:
+        """An ``AttestationStore`` that writes (and reads back what it writes) with our token."""
+        from app.github.attestations import AttestationStore
+
+        return AttestationStore(self._repo_client(), branch=branch)
+
+    def failed(self, what: str, exc: BaseException) -> str:
+        message = f"{what}: {exc}"
+        if not self.with_app:
+            message += (
+                f" (written with the job's GITHUB_TOKEN: no App credentials; if the branch "
+                f"accepts pushes only from the Plangate App, set {_APP_SECRETS})"
+            )
+        self.failures.append(message)
+        return message
+
+    def missing_credentials_note(self, branch: str) -> list[str]:
+        """Said once, up front, when the branch writes cannot use the App's token."""
+        if self.with_app:
+            return []
+        text = (
+            f"({_APP_SECRETS} are not set): writes to `{branch}` use the job's GITHUB_TOKEN. "
+            "If that branch accepts pushes only from the Plangate App (docs/github-app.md), "
+            "this run cannot store its run attestation (what ran, signed) nor carry its run "
+            "state to the next workflow run."
+        )
+        print(f"plangate: no App credentials {text}", file=sys.stderr)
+        return [f"**No App credentials** {text}", ""]
+
+    def close(self) -> None:
+        """Revoke our token (best effort: it expires within the hour anyway)."""
+        token, self._token, self._client = self._token, None, None
+        if token is not None:
+            self._revoke(token)
+
+    def _repo_client(self) -> Any:
+        if not self.with_app:
+            return self._github.client
+        if self._token is None or self._clock() > self._token.expires_at - 300:
+            from app.execute.github_access import attestation_branch_scope
+            from app.github.auth import token_transport
+            from app.github.client import GitHubCache, RepoClient
+
+            old = self._token
+            scope = attestation_branch_scope(self._ctx.repo)
+            self._token = _mint_run_token(self._ctx, scope, purpose="attestation-branch token")
+            transport = token_transport(self._token.token, base_url=self._ctx.api_url)
+            self._client = RepoClient(transport, self._ctx.repo, cache=GitHubCache())
+            if old is not None:
+                self._revoke(old)
+        return self._client
+
+    def _revoke(self, token: Any) -> None:
+        from app.github.auth import revoke_token
+
+        try:
+            revoke_token(token.token, base_url=self._ctx.api_url)
+        except PlangateError as exc:
+            print(f"plangate: the attestation-branch token was not revoked: {exc}", file=sys.stderr)
 
 
 def _revoke(ctx: ActionsContext, scoped: Any, outcome: Any) -> None:
@@ -1208,15 +1329,15 @@ def _attest_run(  # type: ignore[no-untyped-def]
     run_signer,
     started_at: datetime,
     finished_at: datetime,
+    writes: _AttestationWrites,
 ) -> None:
-    """Sign what ran, store it beside the approval on the attestation branch and record
-    ``run.attested`` in the audit trail. Never changes the run's outcome: a failure is a
-    warning in the check run."""
+    """Sign what ran, store it beside the approval on the attestation branch (with the App's
+    token, ``writes``) and record ``run.attested`` in the audit trail. Never changes the run's
+    status: a failure is a warning, and the check run is then neutral, not a plain success."""
     from app.approvals.run_attest import approval_digest, run_storage_path
     from app.audit.events import Actor
     from app.audit.git_store import GitAuditStore
     from app.execute.run_attestation import record_attested, sign_run
-    from app.github.attestations import AttestationStore
 
     result, pr = outcome.result, outcome.pr
     try:
@@ -1236,13 +1357,13 @@ def _attest_run(  # type: ignore[no-untyped-def]
             },
         )
         where = run_storage_path(pr.number, pr.head_sha, result.run_id, signed.kind)
-        stored = AttestationStore(github.client, branch=args.attestation_branch).store(
+        stored = writes.store(args.attestation_branch).store(
             where,
             signed.document,
             message=f"plangate: run {result.run_id} of {outcome.path} ({result.status})",
         )
     except (PlangateError, OSError, ValueError) as exc:
-        outcome.warnings.append(f"the run was NOT attested: {exc}")
+        outcome.warnings.append(writes.failed("the run was NOT attested", exc))
         return
     outcome.attestation = f"`{stored.branch}:{where}` (commit `{stored.commit_sha[:12]}`)"
     try:
@@ -1261,6 +1382,17 @@ def _attest_run(  # type: ignore[no-untyped-def]
             store.close()
     except (PlangateError, OSError) as exc:
         outcome.warnings.append(f"run.attested was not recorded in the audit trail: {exc}")
+
+
+def _warn(message: str, environ: Mapping[str, str]) -> None:
+    """A warning on stderr; in Actions a ``::warning`` workflow command (an annotation on the
+    workflow run), since the job itself stays green."""
+    if environ.get("GITHUB_ACTIONS") == "true":
+        from app.report import _escape_data
+
+        print(f"::warning title=plangate execute::{_escape_data(message)}", file=sys.stderr)
+    else:
+        print(f"plangate: warning: {message}", file=sys.stderr)
 
 
 def _step_env() -> dict[str, str]:
@@ -1284,7 +1416,7 @@ def _push_audit(ctx: ActionsContext) -> list[str]:
 
 
 def _finish_check(
-    github, check_id: int, ctx, outcomes, deleted, notes, error, *, buttons=False
+    github, check_id: int, ctx, outcomes, deleted, notes, error, *, buttons=False, unrecorded=()
 ) -> None:  # type: ignore[no-untyped-def]
     from app.execute import github_mode as gm
     from app.execute.queue import check_actions
@@ -1293,6 +1425,17 @@ def _finish_check(
     outcome = gm.render_check(
         outcomes, deleted=deleted, run_url=ctx.run_url, notes=notes, error=error
     )
+    if unrecorded and outcome.conclusion == "success":
+        # the plans succeeded but their record is incomplete: not a plain green check. Neutral,
+        # not failure: the job stays green so nobody re-runs (and repeats steps) to fix a
+        # credentials problem; the summary says what is missing (docs/executor.md)
+        import dataclasses
+
+        outcome = dataclasses.replace(
+            outcome,
+            conclusion="neutral",
+            title=f"{outcome.title}; NOT recorded on the attestation branch"[:255],
+        )
     ran = [(o.path, o.result.plan_digest) for o in outcomes if o.result is not None]
     first, more = check_run_requests(
         outcome,

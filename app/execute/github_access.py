@@ -12,6 +12,10 @@ before anything runs, naming the step and its line.
 - not declared: the scope is what the ``github.*`` steps need (their repositories, the
   permission of each action); a reference ``repo`` then needs an explicit declaration.
 - no ``github.*`` step and no declaration: no token at all.
+
+``attestation_branch_scope`` is the executor's own token, not a run's: what it needs to write
+the App-only attestation branch of the repository it runs in (``contents: write`` there, and
+nothing else).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from app.errors import InputError
 from app.plan.model import Compensation, Plan
 
-__all__ = ["ACTION_PERMISSIONS", "TokenScope", "token_scope"]
+__all__ = ["ACTION_PERMISSIONS", "TokenScope", "attestation_branch_scope", "token_scope"]
 
 #: what each built-in GitHub action needs (GitHub's fine-grained permission names)
 ACTION_PERMISSIONS: dict[str, tuple[str, str]] = {
@@ -137,3 +141,12 @@ def token_scope(
     owner = declared.repositories[0].split("/", 1)[0]
     names = tuple(r.split("/", 1)[1] for r in declared.repositories)
     return TokenScope(owner, names, {str(k): str(v) for k, v in declared.permissions.items()})
+
+
+def attestation_branch_scope(repo: str) -> TokenScope:
+    """The executor's token for the attestation branch of ``repo`` (``owner/name``): exactly
+    this repository, ``contents: write`` only (git blobs, trees, commits and the branch ref)."""
+    owner, _, name = repo.partition("/")
+    if not owner or not name or "/" in name:
+        raise ValueError(f"{repo!r} is not owner/name")
+    return TokenScope(owner, (name,), {"contents": "write"})
