@@ -176,7 +176,8 @@ class Runner:
         self._check_implementations(loaded)
         self._check_cache(loaded)
         existing = self.state.get_run(digest)
-        if existing is not None and existing.status in FINAL:
+        undo = existing is not None and self._owes_undo(existing, plan, digest)
+        if existing is not None and existing.status in FINAL and not undo:
             return self._final_result(
                 plan, digest, existing.run_id, existing.status, existing.reason
             )
@@ -215,6 +216,9 @@ class Runner:
                 carried = self.state.adopt(adopt.digest, digest, self.now())
                 emit("run.adopted", run_id=run_id, previous_digest=adopt.digest, steps=carried)
             self.state.record_shape(digest, plan.id, shape)
+            if undo:
+                assert existing is not None
+                return await self._undo_cancelled(loaded, run_id, existing.reason)
             result = await self._run_locked(loaded, run_id)
             result.resumed = result.resumed or adopt is not None
             return result
@@ -241,6 +245,41 @@ class Runner:
                 self._lock_lost.set()
                 self.events.emit("lock.lost", run_id=run_id)
                 return
+
+    def _owes_undo(self, existing: Any, plan: Plan, digest: str) -> bool:
+        """A run cancelled while no runner held it (paused, failed before its saga) still has
+        changes in place: its completed mutating steps, never compensated (no saga began)."""
+        if existing.status != "cancelled" or self.state.saga(digest) is not None:
+            return False
+        index = plan.step_index()
+        return any(
+            rec.status == "succeeded" and sid in index and index[sid].mutates
+            for sid, rec in self.state.completed(digest, "step").items()
+        )
+
+    async def _undo_cancelled(self, loaded: LoadedPlan, run_id: str, reason: str) -> RunResult:
+        """Compensate what a cancelled run changed (reverse order, runbook on failure); nothing
+        goes forward. The state keeps ``cancelled`` (``finish_run`` never overwrites it)."""
+        plan, digest, emit = loaded.plan, loaded.digest, self.events.emit
+        ctx = _RunContext(plan, digest, run_id, self.max_parallel(plan))
+        ctx.result.resumed = True
+        emit("run.started", plan=plan.id, digest=digest, run_id=run_id, resumed=True)
+        attention = self._classify_interrupted(ctx)
+        if attention:
+            return self._finish(ctx, "needs_attention", "; ".join(attention))
+        for sid, done in self.state.completed(digest, "step").items():
+            if done.status == "succeeded":
+                ctx.outputs[sid] = done.outputs
+                ctx.budget.record(usage_from_dict(done.usage))
+                ctx.result.steps[sid] = StepOutcome(sid, "skipped")
+        try:  # compensations change the world too: only under a verified approval
+            emit("approval.verified", run_id=run_id, summary=self.gate.verify(plan, digest))
+        except Exception as exc:  # fail closed; the runbook path is the human's
+            emit("approval.refused", run_id=run_id, check="error", reason=str(exc))
+            return self._finish(
+                ctx, "refused", f"{reason}; its changes were NOT undone (no approval): {exc}"
+            )
+        return await self._compensate(ctx, "aborted", f"{reason}; undoing what the run changed")
 
     def _cancelled(self, digest: str) -> str | None:
         """The cancellation's reason if the run was cancelled since it started, else None.

@@ -280,3 +280,63 @@ def test_a_cancel_recorded_by_the_app_stops_the_run_before_its_next_step(world, 
     request_id = _record(world, _request(world, delivery="press-3"))
     assert execute(world, "--queue-request", request_id) == 1
     assert "ended 'cancelled'; there is nothing to retry" in world.gh.summary()
+
+
+PAUSES = """apiVersion: plangate.dev/v1
+kind: Plan
+id: local-hello
+title: pauses when its runner-minute budget is spent
+team: platform
+environment: local
+budget:
+  runner_minutes: {hard: 0.0000001}
+  on_hard_limit: pause
+steps:
+  - id: first
+    action: shell
+    with:
+      run: [python3, -c, "open('.plangate/first', 'a').write('x')"]
+    compensate:
+      action: shell
+      with: {run: [python3, -c, "open('.plangate/undo-first', 'a').write('x')"]}
+    timeout: 10s
+  - id: second
+    action: shell
+    needs: [first]
+    with:
+      run: [python3, -c, "open('.plangate/second', 'a').write('x')"]
+    compensate:
+      action: shell
+      with: {run: [python3, -c, "pass"]}
+    timeout: 10s
+"""
+
+
+def test_cancel_of_a_paused_run_dispatched_by_the_app_undoes_what_it_changed(world):
+    """Cancel pressed on a paused run (no workflow going): the App dispatches the workflow
+    with the cancel's id; the executor marks the run cancelled and compensates 'first'."""
+    world.build(plan_text=PAUSES)
+    world.attest()
+    assert execute(world) == 4  # paused after 'first'
+    world.gh.check_runs.clear()
+    request = _request(world, actor="judy", delivery="press-4")
+    request = QueueRequest(
+        **{
+            **request.__dict__,
+            "id": request_id_for("cancel", "press-4"),
+            "verb": "cancel",
+            "rules": ("queue.platform.cancel",),
+        }
+    )
+    request_id = _record(world, request)
+    assert execute(world, "--queue-request", request_id) == 3
+    d = world.root / ".plangate"
+    assert (d / "undo-first").exists() and not (d / "second").exists()
+    assert _status(world) == "cancelled"
+    assert "undoing what the run changed" in world.gh.summary()
+    store = GitAuditStore(world.root)
+    try:
+        (event,) = [e for e in store.events() if e.type == "queue.requested"]
+    finally:
+        store.close()
+    assert (event.actor.id, event.payload["verb"]) == ("judy", "cancel")

@@ -320,3 +320,33 @@ def test_a_failing_outside_cancel_check_does_not_stop_the_run(tmp_path, open_sta
     result = asyncio.run(h.runner.run(loaded))
     assert result.status == "succeeded"
     assert any(e[0] == "cancel.check_failed" for e in h.events.events)
+
+
+def test_a_cancelled_paused_run_has_its_changes_undone_on_the_next_invocation(tmp_path, open_state):
+    """Cancelled while no runner held it (paused after 'a'): the next invocation of the digest
+    compensates 'a' and goes no further; after that it is final."""
+    loaded = _three_steps()
+    shell = RecordingAction("shell")
+    h = make_runner(tmp_path, open_state=open_state, implementations=impls(shell))
+    s, d = h.state, loaded.digest
+    s.start_run(d, "run-1", loaded.plan.id, loaded.path, 1.0)
+    s.begin_attempt(d, "step", "a", 1, "k", 1.0)
+    s.complete_step(d, "step", "a", 1, {"done": "a"}, {}, 2.0)
+    s.finish_run(d, "paused", "budget", 3.0)
+    s.cancel_run(d, "cancelled by judy (queue.platform.cancel)", 4.0)
+    result = asyncio.run(h.runner.run(loaded))
+    assert [c.inputs["run"] for c in shell.calls] == [["undo", "a"]]
+    assert result.status == "aborted" and "cancelled by judy" in result.reason
+    assert s.get_run(d).status == "cancelled"
+    again = asyncio.run(h.runner.run(loaded))
+    assert again.status == "cancelled" and len(shell.calls) == 1
+
+
+def test_a_cancelled_run_that_changed_nothing_stays_final(tmp_path, open_state):
+    loaded = _three_steps()
+    shell = RecordingAction("shell")
+    h = make_runner(tmp_path, open_state=open_state, implementations=impls(shell))
+    h.state.start_run(loaded.digest, "run-1", loaded.plan.id, loaded.path, 1.0)
+    h.state.cancel_run(loaded.digest, "cancelled by judy", 2.0)
+    assert asyncio.run(h.runner.run(loaded)).status == "cancelled"
+    assert shell.calls == []

@@ -280,3 +280,17 @@ def test_retry_press_over_real_http_against_the_loopback_fake(settings):
         {"queue_request": request_id_for("retry", "loopback")}
     ]
     assert _records(fake)[0].verdict == "allow"
+
+
+def test_cancel_of_a_paused_run_dispatches_the_executor_to_undo_it(settings, gh):
+    """No workflow is running a paused run: the cancel is recorded and the execute workflow
+    dispatched with the cancel's id (it compensates what the run changed), once."""
+    _check_run(gh, conclusion="action_required")
+    _deliver(settings, _press("judy", "cancel", conclusion="action_required"), times=2)
+    assert gh.cancelled_runs == []
+    assert gh.dispatches == [
+        (
+            "plangate-execute.yml",
+            {"ref": "master", "inputs": {"queue_request": request_id_for("cancel", "d-1")}},
+        )
+    ]
