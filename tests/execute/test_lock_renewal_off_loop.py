@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from app.execute.github_locks import lock_ref
+from app.execute.github_locks import Lease, lock_ref
 from tests.execute.fakes import RecordingAction, impls, make_runner, plan_from, shell_step
 from tests.execute.test_github_locks import hub, lease_of, runner_locks  # noqa: F401 (fixture)
 
@@ -78,3 +78,40 @@ def test_slow_renewal_does_not_delay_a_running_steps_progress_or_timeout(hub, tm
     lease = lease_of(hub, "db/orders")
     assert (lease.holder, lease.state) == ("run-1", "released")
     assert len(hub.git.history(lock_ref("db/orders"))) == 3  # held, renewed, released
+
+
+def test_configured_lease_is_renewed_with_two_thirds_of_it_left(hub, tmp_path):  # noqa: F811
+    """The heartbeat renews every lease/3: a renewal happens while at least lease/3 is left."""
+    lease = 90.0
+    sleeps: list[float] = []
+    ref = lock_ref("db/orders")
+
+    async def heartbeat(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            h.clock.t += seconds  # the fake clock moves by what the heartbeat waited
+            return
+        await asyncio.Event().wait()
+
+    class WaitsForRenewal(RecordingAction):
+        async def run(self, inputs, ctx):
+            for _ in range(1000):
+                if len(hub.git.history(ref)) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            return await super().run(inputs, ctx)
+
+    h = make_runner(tmp_path, impls(WaitsForRenewal("shell")))
+    h.runner.locks = runner_locks(h.clock, lease=lease)
+    h.runner.heartbeat_sleep = heartbeat
+    taken_at = h.clock.t
+    loaded = plan_from("resources: [db/orders]\nsteps:\n" + shell_step("a", compensate=False))
+    assert asyncio.run(h.runner.run(loaded)).status == "succeeded"
+    assert sleeps[0] == lease / 3
+    first, renewed = [
+        Lease.parse(hub.git.commits[sha]["message"]) for sha in reversed(hub.git.history(ref))
+    ][:2]
+    assert first.expires_at == taken_at + lease
+    renewed_at = taken_at + lease / 3
+    assert renewed.expires_at == renewed_at + lease
+    assert first.expires_at - renewed_at == 2 * lease / 3 >= lease / 3
