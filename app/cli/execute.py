@@ -122,6 +122,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default branch; the checkout must be the default branch",
     )
     p.add_argument(
+        "--unsafe-unsigned-queue-requests",
+        action="store_true",
+        help="accept queue requests the App did not sign (an App without a signing key, e.g. "
+        "keyless approvals): the attestation branch's ruleset is then the only proof the App "
+        "wrote them; logged on every use",
+    )
+    p.add_argument(
         "--queue-buttons",
         choices=("auto", "on", "off"),
         default="off",
@@ -437,7 +444,16 @@ def execute(
                 f"{args.attestation_branch}:state/state.sqlite.gz)"
             )
         pulls: list[Any] | None = None
-        cancels = _CancelRequests(github, args.attestation_branch) if not args.dry_run else None
+        cancels = (
+            None
+            if args.dry_run
+            else _CancelRequests(
+                github,
+                args.attestation_branch,
+                trust,
+                unsafe=args.unsafe_unsigned_queue_requests,
+            )
+        )
         retry_refused: dict[str, str] = {}
         if queued is not None and state_refused is None:
             retry_refused = _prepare_queued(queued, ctx, data_dir, cancels)
@@ -717,7 +733,7 @@ def _queued_retry(  # type: ignore[no-untyped-def]
     import dataclasses
 
     from app.actions.registry import default_registry
-    from app.execute.queue import QueueRequest, decide, request_path
+    from app.execute.queue import decide, request_path
     from app.github.attestations import AttestationStore
     from app.plan.loader import load_plan_bytes
     from app.policy.loader import load_policy_dir
@@ -741,7 +757,10 @@ def _queued_retry(  # type: ignore[no-untyped-def]
             "plangate/execute check run); a bare workflow_dispatch runs nothing",
         )
     source = f"{args.attestation_branch}:{path}"
-    request = QueueRequest.from_json(raw, source=source)
+    policy = load_policy_dir(args.policies)  # the default branch's policy, now
+    request = queue_document(
+        raw, source, _trust(args, policy), unsafe=args.unsafe_unsigned_queue_requests
+    )
     verb = "cancel" if args.queue_request.startswith("cancel-") else "retry"
     request.check_for_execution(
         request_id=args.queue_request, repository=ctx.repo, verb=verb, now=now
@@ -753,7 +772,6 @@ def _queued_retry(  # type: ignore[no-untyped-def]
             hint="press the button again for a new request",
         )
     _require_on_default_branch(Path.cwd(), request.commit, ctx.after)
-    policy = load_policy_dir(args.policies)  # the default branch's policy, now
     decisions = []
     for plan in request.plans:
         loaded = load_plan_bytes(
@@ -784,6 +802,37 @@ def _queued_retry(  # type: ignore[no-untyped-def]
         ctx=dataclasses.replace(ctx, before=ZERO_SHA, after=request.commit),
         decisions=tuple(decisions),
     )
+
+
+def queue_document(raw: bytes, source: str, trust: Any, *, unsafe: bool = False) -> Any:
+    """A ``QueueRequest`` from its stored bytes: a DSSE envelope (or sigstore bundle) signed by
+    a trusted signer (the App's key in the policy's ``signers``), or, only with ``unsafe``,
+    plain JSON. Raises ``AttestationError`` otherwise (fail closed)."""
+    from app.execute.queue import REQUEST_PAYLOAD_TYPE, QueueRequest
+    from app.signing import verify_signed_document
+
+    if b'"payloadType"' in raw or b'"mediaType"' in raw:
+        signed = verify_signed_document(raw, trust, source=source)
+        if signed.payload_type != REQUEST_PAYLOAD_TYPE:
+            raise AttestationError(
+                f"{source}: signed payload is {signed.payload_type!r}, not a queue request",
+                check="format",
+            )
+        return QueueRequest.from_json(signed.payload, source=source)
+    if not unsafe:
+        raise AttestationError(
+            f"{source}: the queue request is not signed",
+            check="signer",
+            hint="start the App with PLANGATE_SIGNING_KEY_PATH (its key listed in the policy's "
+            "signers); an App without a key needs --unsafe-unsigned-queue-requests, which "
+            "trusts the attestation branch's ruleset alone",
+        )
+    print(
+        f"plangate: warning: {source}: accepting an unsigned queue request "
+        "(--unsafe-unsigned-queue-requests)",
+        file=sys.stderr,
+    )
+    return QueueRequest.from_json(raw, source=source)
 
 
 def _require_on_default_branch(repo_path: Path, commit: str, tip: str) -> None:
@@ -862,15 +911,25 @@ class _CancelRequests:
     (``queue/cancel/<digest>.json`` on the attestation branch). Read at most every
     ``interval`` seconds (one request per step otherwise); a hit is remembered."""
 
-    def __init__(self, github: Any, branch: str, *, interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        github: Any,
+        branch: str,
+        trust: Any,
+        *,
+        unsafe: bool = False,
+        interval: float = 5.0,
+    ) -> None:
         self.github = github
         self.branch = branch
+        self.trust = trust
+        self.unsafe = unsafe
         self.interval = interval
         self._checked: dict[str, float] = {}
         self._found: dict[str, str] = {}
 
     def __call__(self, digest: str) -> str | None:
-        from app.execute.queue import QueueRequest, cancel_path
+        from app.execute.queue import cancel_path
         from app.github.attestations import AttestationStore
 
         if digest in self._found:
@@ -884,7 +943,11 @@ class _CancelRequests:
         raw = AttestationStore(self.github.client, branch=self.branch).read(path)
         if raw is None:
             return None
-        request = QueueRequest.from_json(raw, source=f"{self.branch}:{path}")
+        try:  # a record that does not verify is not a cancel (and is said so, once)
+            request = queue_document(raw, f"{self.branch}:{path}", self.trust, unsafe=self.unsafe)
+        except (AttestationError, InputError) as exc:
+            print(f"plangate: ignoring cancel record: {exc}", file=sys.stderr)
+            return None
         if request.verdict != "allow" or request.verb != "cancel":
             return None
         rule = request.rules[0] if request.rules else "queue"

@@ -40,6 +40,7 @@ __all__ = [
     "CANCEL_STATES",
     "REQUEST_DIR",
     "REQUEST_KIND",
+    "REQUEST_PAYLOAD_TYPE",
     "REQUEST_TTL",
     "RESUMABLE",
     "RETRY_STATES",
@@ -80,6 +81,8 @@ CANCEL_STATES = frozenset({"running", "paused"})
 #: where the App writes queue requests on the attestation branch
 REQUEST_DIR = "queue"
 REQUEST_KIND = "plangate.dev/queue-request/v1"
+#: the DSSE payload type of a request record the App signed (``QueueRequest.to_json`` inside)
+REQUEST_PAYLOAD_TYPE = "application/vnd.plangate.queue-request+json"
 #: a dispatched retry must find its request younger than this (a replay later is refused)
 REQUEST_TTL = timedelta(hours=6)
 _EXTERNAL_PREFIX = "pgx1"

@@ -142,6 +142,7 @@ class Deps:
             inbox=inbox,
             clients=clients,
             clock=clock,
+            signer=signer,  # signs the Retry/Cancel request records (queue_actions)
             # only with attestations configured: without, the event is not subscribed to (the
             # default manifest), and a pending protection rule simply never passes
             deployments=None

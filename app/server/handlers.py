@@ -33,6 +33,7 @@ from app.server.evaluate import POLICIES_DIR, PullRequestPipeline
 from app.server.inbox import InboxStore
 from app.server.queue_actions import EXECUTE_CHECK, QueueActions
 from app.server.webhooks import Event, MalformedDelivery, Router
+from app.signing.base import Signer
 
 __all__ = ["PR_ACTIONS", "RepoClients", "build_router"]
 
@@ -67,6 +68,7 @@ def build_router(
     clients: RepoClients,
     clock: Callable[[], float],
     deployments: DeploymentGate | None = None,
+    signer: Signer | None = None,
 ) -> Router:
     router = Router()
 
@@ -107,7 +109,7 @@ def build_router(
         suite = event.payload["check_suite"]
         _rerun(event, suite.get("pull_requests") or [], suite["head_sha"])
 
-    queue = QueueActions(now=lambda: datetime.fromtimestamp(clock(), UTC))
+    queue = QueueActions(now=lambda: datetime.fromtimestamp(clock(), UTC), signer=signer)
 
     @router.register("check_run", "rerequested", "requested_action")
     def on_check_run(event: Event) -> None:

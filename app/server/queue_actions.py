@@ -13,8 +13,10 @@ GitHub delivers the press only to the App that created the check run (``plangate
 
 Every request, allowed or denied, is recorded on the bot-only attestation branch as
 ``queue/requests/<id>.json`` (the id derives from ``X-GitHub-Delivery``, so a redelivery maps
-to the same record). Denied: the check run says who asked, the denying rule and reason, and
-nothing else happens. Allowed:
+to the same record), signed with the App's key when it has one (a DSSE envelope the executor
+verifies against the policy's ``signers``: a workflow that can write the branch cannot forge
+it). Denied: the check run says who asked, the denying rule and reason, and nothing else
+happens. Allowed:
 
 * **retry**: ``workflow_dispatch`` of ``plangate-execute.yml`` on the default branch with input
   ``queue_request``; the executor runs only with this record (``--queue-request``). A
@@ -37,6 +39,7 @@ from urllib.parse import quote
 
 from app.errors import GitHubError, PlangateError
 from app.execute.queue import (
+    REQUEST_PAYLOAD_TYPE,
     QueueDecision,
     QueuePlan,
     QueueRequest,
@@ -54,6 +57,7 @@ from app.github.client import RepoClient
 from app.plan.loader import load_plan_bytes
 from app.policy.loader import load_policy_files
 from app.server.webhooks import Event
+from app.signing.base import Signer
 
 __all__ = ["EXECUTE_CHECK", "EXECUTE_WORKFLOW", "QueueActions"]
 
@@ -73,10 +77,19 @@ class QueueActions:
         now: Callable[[], datetime],
         workflow: str = EXECUTE_WORKFLOW,
         branch: str = ATTESTATION_BRANCH,
+        signer: Signer | None = None,
     ) -> None:
         self.now = now
         self.workflow = workflow
         self.branch = branch
+        #: the App's signing key (``PLANGATE_SIGNING_KEY_PATH``): records are then DSSE
+        #: envelopes the executor verifies against the policy's ``signers``
+        self.signer = signer
+
+    def _document(self, request: QueueRequest) -> bytes:
+        if self.signer is None:
+            return request.to_json()
+        return self.signer.sign(REQUEST_PAYLOAD_TYPE, request.to_json())
 
     def handle(self, client: RepoClient, event: Event) -> None:
         payload = event.payload
@@ -114,7 +127,7 @@ class QueueActions:
         # the App's record of every request, allowed or denied (idempotent for a redelivery)
         store.store(
             path,
-            request.to_json(),
+            self._document(request),
             message=f"plangate: {verb} requested by {actor} ({request.verdict})",
         )
         if not allowed:
@@ -217,7 +230,7 @@ class QueueActions:
         for plan in request.plans:
             store.store(
                 cancel_path(plan.digest),
-                request.to_json(),
+                self._document(request),
                 message=f"plangate: cancel of {plan.path} requested by {request.actor}",
             )
         note = "The run stops before its next step and undoes what it changed."

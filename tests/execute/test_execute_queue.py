@@ -14,6 +14,7 @@ import pytest
 
 from app.audit.git_store import GitAuditStore
 from app.execute.queue import (
+    REQUEST_PAYLOAD_TYPE,
     QueuePlan,
     QueueRequest,
     cancel_path,
@@ -117,8 +118,13 @@ def _request(world, *, actor: str = "alice", delivery: str = "press-1", **kw) ->
     return QueueRequest(**fields)
 
 
-def _record(world, request: QueueRequest) -> str:
-    _write(world, request_path(request.id), request.to_json())
+def _signed(world, request: QueueRequest, signer=None) -> bytes:
+    """As the App stores it: a DSSE envelope by its key (the test key is in the policy)."""
+    return (signer or world.signer).sign(REQUEST_PAYLOAD_TYPE, request.to_json())
+
+
+def _record(world, request: QueueRequest, *, document: bytes | None = None) -> str:
+    _write(world, request_path(request.id), document or _signed(world, request))
     return request.id
 
 
@@ -262,7 +268,7 @@ def test_a_cancel_recorded_by_the_app_stops_the_run_before_its_next_step(world, 
 
     def app_presses_cancel_during_second(self, digest):  # type: ignore[no-untyped-def]
         if (world.root / ".plangate" / "second").exists() and not self._found:
-            _write(world, cancel_path(digest), cancel.to_json())
+            _write(world, cancel_path(digest), _signed(world, cancel))
         self._checked.clear()  # no throttling in the test: check before every step
         return original(self, digest)
 
@@ -340,3 +346,23 @@ def test_cancel_of_a_paused_run_dispatched_by_the_app_undoes_what_it_changed(wor
     finally:
         store.close()
     assert (event.actor.id, event.payload["verb"]) == ("judy", "cancel")
+
+
+def test_an_unsigned_or_foreign_signed_request_is_refused(world, capsys):
+    """A workflow that can write the attestation branch (GITHUB_TOKEN, contents: write) could
+    write a record; only the App's signature (a key in the policy's signers) makes it one."""
+    from app.signing.local_key import LocalKeySigner, generate_private_key
+
+    _failed_run(world)
+    request = _request(world)
+    request_id = _record(world, request, document=request.to_json())
+    assert execute(world, "--queue-request", request_id) == 1
+    assert "the queue request is not signed" in capsys.readouterr().err
+    other = _request(world, delivery="press-9")
+    forged = _signed(world, other, LocalKeySigner(generate_private_key()))
+    assert execute(world, "--queue-request", _record(world, other, document=forged)) == 1
+    assert "signer" in capsys.readouterr().err
+    assert _status(world) == "compensated"
+    # an App without a key (keyless approvals): only with the named unsafe switch
+    assert execute(world, "--queue-request", request_id, "--unsafe-unsigned-queue-requests") == 0
+    assert "accepting an unsigned queue request" in capsys.readouterr().err

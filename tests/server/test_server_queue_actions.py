@@ -294,3 +294,31 @@ def test_cancel_of_a_paused_run_dispatches_the_executor_to_undo_it(settings, gh)
             {"ref": "master", "inputs": {"queue_request": request_id_for("cancel", "d-1")}},
         )
     ]
+
+
+def test_with_the_apps_signing_key_request_records_are_signed(settings, gh):
+    """With ``PLANGATE_SIGNING_KEY_PATH`` the records are DSSE envelopes that verify against
+    the App's key (what the executor checks through the policy's signers)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from app.cli.execute import queue_document
+    from app.signing import Trust, TrustedKey
+    from app.signing.local_key import LocalKeySigner, generate_private_key
+
+    key = generate_private_key()
+    pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    _check_run(gh)
+    deps = make_deps(settings, signer=LocalKeySigner(key))
+    client = TestClient(create_app(settings, deps))
+    post(client, "check_run", _press("alice"), delivery="signed")
+    deps.worker.drain()
+    path = f"queue/requests/{request_id_for('retry', 'signed')}.json"
+    raw = gh.files_on(gh.repo(REPO), BRANCH)[path]
+    assert b'"payloadType"' in raw
+    trust = Trust(keys=(TrustedKey(public_key_pem=pem, name="app"),))
+    request = queue_document(raw, path, trust)
+    assert (request.actor, request.verdict) == ("alice", "allow")
