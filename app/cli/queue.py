@@ -9,10 +9,12 @@ touched. The actor is ``--actor LOGIN`` (default: the local user).
   and resumes the saga (the run never goes forward again); a ``compensated``/``aborted`` run had
   every effect undone, so it starts over (like ``plangate run --restart``, but authorized). A
   succeeded or cancelled run is not retried.
-- **cancel** marks the run ``cancelled`` in the state store and releases its locks; a later
-  ``plangate run`` of the same digest refuses (exit 1) until ``--restart``. A run still active in
-  another process loses its lease and stops before its next step (plans with ``resources``);
-  its own final status never overwrites the cancellation.
+- **cancel** marks the run ``cancelled`` in the state store and releases its locks. A run
+  still active in another process stops before its next step (the runner checks the state's
+  status before each step) and compensates what it changed; its own final status never
+  overwrites the cancellation. A cancelled run that nothing is running but that changed things
+  (paused) is compensated by the next ``plangate run`` of the digest, which goes no further;
+  after that (or if it changed nothing) ``plangate run`` refuses (exit 1) until ``--restart``.
 
 Every request, allowed or denied, is recorded twice: in the data dir's ``events.jsonl`` and as
 a ``queue.requested`` event in the git audit trail (the same store ``plangate run`` uses:
@@ -196,12 +198,33 @@ def cancel_plan(args: argparse.Namespace) -> int:
             print(f"plangate: run {outcome.run_id} is already cancelled", file=sys.stderr)
             return 0
         state.lock_manager(now=time.time, sleep=asyncio.sleep).release(outcome.run_id)
+        index = loaded.plan.step_index()
+        changed = sorted(
+            sid
+            for sid, rec in state.completed(loaded.digest, "step").items()
+            if rec.status == "succeeded" and sid in index and index[sid].mutates
+        )
+        undone = state.saga(loaded.digest) is not None
     finally:
         state.close()
     print(
         f"run {outcome.run_id} of {loaded.plan.id} ({outcome.status}) cancelled; its locks "
-        f"are released. `plangate run {args.plan} --restart` starts it over."
+        "are released."
     )
+    if changed and not undone and outcome.status != "running":
+        # nothing runs it now: the next invocation undoes its changes (the saga), never more
+        print(
+            f"Its completed step(s) {', '.join(changed)} changed things: `plangate run "
+            f"{args.plan}` undoes them (nothing goes forward); after that `--restart` starts it "
+            "over."
+        )
+    elif outcome.status == "running":
+        print(
+            "If it is still running elsewhere, it stops before its next step and undoes what "
+            "it changed."
+        )
+    else:
+        print(f"`plangate run {args.plan} --restart` starts it over.")
     return 0
 
 

@@ -350,3 +350,37 @@ def test_a_cancelled_run_that_changed_nothing_stays_final(tmp_path, open_state):
     h.state.cancel_run(loaded.digest, "cancelled by judy", 2.0)
     assert asyncio.run(h.runner.run(loaded)).status == "cancelled"
     assert shell.calls == []
+
+
+def test_cli_cancel_of_a_paused_run_says_the_next_run_undoes_its_changes(
+    tmp_path, capsys, monkeypatch
+):
+    """``plangate cancel`` of a run that changed things and is not running names the steps and
+    how they get undone (``--restart`` alone would forget them)."""
+    import shutil
+    import subprocess
+
+    from app.cli import main
+    from app.execute.state import StateStore
+    from app.plan.loader import load_plan
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "p.yaml").write_text(
+        "apiVersion: plangate.dev/v1\nkind: Plan\nid: p\ntitle: t\nteam: platform\n"
+        "environment: local\nsteps:\n" + shell_step("a") + shell_step("b", ["a"])
+    )
+    shutil.copytree(ROOT / "policies", tmp_path / "policies")
+    monkeypatch.chdir(tmp_path)
+    digest = load_plan("plans/p.yaml").digest
+    s = StateStore.open(tmp_path / "data")
+    s.start_run(digest, "run-1", "p", "plans/p.yaml", 1.0)
+    s.begin_attempt(digest, "step", "a", 1, "k", 1.0)
+    s.complete_step(digest, "step", "a", 1, {}, {}, 2.0)
+    s.finish_run(digest, "paused", "budget", 3.0)
+    s.close()
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main(["cancel", "plans/p.yaml", "--actor", "judy", *data]) == 0
+    out = capsys.readouterr().out
+    assert "Its completed step(s) a changed things" in out
+    assert "`plangate run plans/p.yaml` undoes them" in out
