@@ -420,6 +420,14 @@ def execute(
         )
     outcomes: list[gm.PlanOutcome] = []
     notes: list[str] = []
+    if queued is not None:  # say on the check run who asked, and under which rule
+        r = queued.request
+        rules = ", ".join(sorted({d.rule or "queue" for d in queued.decisions}))
+        notes += [
+            f"{r.verb.capitalize()} requested by @{r.actor} on the plangate/execute check run "
+            f"({rules}; queue request `{r.id}`).",
+            "",
+        ]
     error: str | None = None
     carry = not args.dry_run and args.carry_state and _carries_state(environ)
     if not args.dry_run and (carry or run_signer is not None):

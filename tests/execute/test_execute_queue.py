@@ -161,6 +161,7 @@ def test_app_recorded_retry_starts_the_rolled_back_run_over_and_is_used_once(wor
     request_id = _record(world, _request(world))
     assert execute(world, "--queue-request", request_id) == 0, world.gh.summary()
     assert (world.root / ".plangate" / "write").read_text() == "xx"  # started over
+    assert "Retry requested by @alice" in world.gh.summary()
     assert _status(world) == "succeeded"
     files = world.gh.git.files(BRANCH)
     assert request_path(request_id) + ".used" in files
