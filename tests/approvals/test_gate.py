@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fakes import BASE, HEAD, OLD, OLDER, T0, FakePullContext, sha
+from approval_fakes import BASE, HEAD, OLD, OLDER, T0, FakePullContext, sha
 
 from app.approvals.context import ChangedFile, Commit, PullContext
 from app.approvals.gate import GateOptions, GateResult, evaluate_gate, simulate_gate

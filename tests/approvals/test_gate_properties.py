@@ -6,7 +6,7 @@ import itertools
 import random
 from dataclasses import replace
 
-from fakes import HEAD, OLD, T0, FakePullContext
+from approval_fakes import HEAD, OLD, T0, FakePullContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

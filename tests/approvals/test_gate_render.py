@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from fakes import HEAD, OLD, T0, FakePullContext
+from approval_fakes import HEAD, OLD, T0, FakePullContext
 
 from app.approvals.context import ChangedFile
 from app.approvals.gate import GateResult, evaluate_gate

@@ -41,9 +41,9 @@ POLICY_FILES = {
 
 
 def _approval_fakes():
-    """tests/approvals/fakes.py by path: tests/execute has a module of the same name."""
+    """tests/approvals/approval_fakes.py by path (tests/approvals is not on sys.path here)."""
     spec = importlib.util.spec_from_file_location(
-        "approval_fakes", ROOT / "tests" / "approvals" / "fakes.py"
+        "approval_fakes", ROOT / "tests" / "approvals" / "approval_fakes.py"
     )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
