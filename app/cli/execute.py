@@ -1219,8 +1219,10 @@ class _AttestationWrites:
         return AttestationStore(self._repo_client(), branch=branch)
 
     def failed(self, what: str, exc: BaseException) -> str:
+        from app.errors import GitHubError
+
         message = f"{what}: {exc}"
-        if not self.with_app:
+        if not self.with_app and isinstance(exc, GitHubError):  # not for a signing failure
             message += (
                 f" (written with the job's GITHUB_TOKEN: no App credentials; if the branch "
                 f"accepts pushes only from the Plangate App, set {_APP_SECRETS})"

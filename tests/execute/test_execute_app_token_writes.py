@@ -222,6 +222,7 @@ def test_without_app_credentials_on_a_protected_branch_the_run_is_not_a_plain_su
     assert "secrets PLANGATE_APP_ID and PLANGATE_APP_PRIVATE_KEY" in summary
     assert "cannot store its run attestation" in summary
     assert "warning: the run was NOT attested" in summary
+    assert "accepts pushes only from the Plangate App, set GITHUB_APP_ID" in summary
     assert "Run state NOT carried to the next workflow run" in summary
     err = capsys.readouterr().err
     assert "plangate: no App credentials (GITHUB_APP_ID and GITHUB_PRIVATE_KEY" in err
