@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, FastAPI, Request
@@ -279,14 +279,34 @@ def create_app(settings: Settings, deps: Deps) -> FastAPI:
 
     app = FastAPI(title="Plangate", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    def answer(status: int, result: str, event: str = "", **extra: object) -> JSONResponse:
-        WEBHOOK_REQUESTS.labels(result=result).inc()
+    # per-request work kept off the hot path: counter children resolved once per label value
+    # (``labels()`` takes a lock and hashes every time), constant bodies rendered once
+    results: dict[str, Any] = {}
+    received: dict[str, Any] = {}
+    rendered: dict[tuple[int, str], bytes] = {}
+
+    def answer(status: int, result: str, event: str = "", **extra: object) -> Response:
+        child = results.get(result)
+        if child is None:
+            child = results[result] = WEBHOOK_REQUESTS.labels(result=result)
+        child.inc()
         if event:
-            metrics.DELIVERIES_RECEIVED.labels(event=event).inc()
-        return JSONResponse({"status": result, **extra}, status_code=status)
+            counter = received.get(event)
+            if counter is None:
+                # bounded: only events the router accepts or GitHub's names get here
+                counter = metrics.DELIVERIES_RECEIVED.labels(event=event)
+                if len(received) < 256:
+                    received[event] = counter
+            counter.inc()
+        if extra:
+            return JSONResponse({"status": result, **extra}, status_code=status)
+        body = rendered.get((status, result))
+        if body is None:
+            body = rendered[(status, result)] = JSONResponse({"status": result}).body
+        return Response(body, status_code=status, media_type="application/json")
 
     # a plain Starlette route: the hot path needs no dependency injection or response model
-    async def webhook(request: Request) -> JSONResponse:
+    async def webhook(request: Request) -> Response:
         length = request.headers.get("content-length")
         if length and (not length.isdigit() or int(length) > deps.max_body_bytes):
             return answer(413, "too_large")

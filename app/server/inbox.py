@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -289,6 +289,41 @@ class Inbox:
         Returns, per item, whether it was stored (False: duplicate id, also within ``items``).
         """
         return self._insert([_Pending(e, b, n) for e, b, n in items])
+
+    def add_many_staged(
+        self, items: list[tuple[Event, bytes, float]]
+    ) -> tuple[list[bool], Callable[[], None]]:
+        """``add_many`` in two halves, so the server's event loop does not wait for the fsync.
+
+        The inserts run now, in a transaction left open under the inbox lock; the returned
+        ``commit()`` (call it exactly once, from any thread) commits it, which with
+        ``synchronous=FULL`` is the fsync, and releases the lock. Nothing is durable, and no
+        other thread can use the inbox, until ``commit()`` has returned; if it raises, nothing
+        of the batch was stored.
+        """
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                results = [self._insert_one(self._db, e, b, n) for e, b, n in items]
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except BaseException:
+            self._lock.release()
+            raise
+
+        def commit() -> None:
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._lock.release()
+
+        return results, commit
 
     def _insert(self, batch: list[_Pending]) -> list[bool]:
         results: list[bool] = []

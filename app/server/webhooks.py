@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 __all__ = [
     "Event",
@@ -83,8 +84,10 @@ class Event:
         if not delivery_id or len(delivery_id) > 100:
             raise MalformedDelivery("missing or oversized X-GitHub-Delivery header")
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # orjson: the same strict JSON (UTF-8, as GitHub sends), about twice as fast on a
+            # pull_request payload; this parse is on every acknowledged delivery's path
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:  # also a json.JSONDecodeError
             raise MalformedDelivery(f"body is not JSON: {exc}") from exc
         if not isinstance(payload, dict):
             raise MalformedDelivery("body is not a JSON object")
