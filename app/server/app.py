@@ -133,7 +133,7 @@ class Deps:
             inbox=inbox,
             now=lambda: datetime.fromtimestamp(clock(), UTC),
             details_url=details_url,
-            attester=_attester(settings, signer),
+            attester=_attester(settings, signer, claims=inbox, clock=clock),
             app_id=settings.github_app_id,
             evaluations=(evaluations := EvaluationLog.in_dir(settings.data_dir)),
         )
@@ -184,14 +184,23 @@ def own_trust(settings: Settings, signer: Signer | None) -> Trust:
     return Trust(keys=(TrustedKey(public_key_pem=pem.decode(), name="plangate-app"),))
 
 
-def _attester(settings: Settings, signer: Signer | None) -> ApprovalAttester | None:
+def _attester(
+    settings: Settings,
+    signer: Signer | None,
+    *,
+    claims: InboxStore | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ApprovalAttester | None:
     """The approval attester, or None (fail closed: approvals are held, with the reason)."""
     if settings.approval_backend == "keyless":
         # the approval workflow signs (sigstore, default branch); the App dispatches it and
-        # turns the check green once the bundle on the attestation branch verifies
+        # turns the check green once the bundle on the attestation branch verifies. The
+        # re-dispatch limit is claimed in the inbox's store: shared by every replica
         return KeylessApprovalAttester(
             workflow_file=settings.approval_workflow,
             web_url=web_url_for(settings.github_api_url),
+            claims=claims,
+            clock=clock,
         )
     signer = _signer(settings, signer)
     if signer is None:

@@ -398,6 +398,9 @@ class KeylessApprovalAttester(ApprovalAttester):
 
     Dispatches for one head are sent at most once per ``redispatch_after`` seconds (a burst
     of reviews does not start a burst of workflows; a lost run is retried on a later event).
+    With ``claims`` (the server passes its inbox, SQLite or PostgreSQL) the limit is claimed
+    atomically in that shared store, so several replicas still send one dispatch per head per
+    window; ``clock`` must then be wall-clock time. Without, it is held in this process.
     """
 
     def __init__(
@@ -410,6 +413,7 @@ class KeylessApprovalAttester(ApprovalAttester):
         sigstore_verifier: SignatureVerifier | None = None,
         clock: Callable[[], float] = time.monotonic,
         redispatch_after: float = 600.0,
+        claims: DispatchClaims | None = None,
     ) -> None:
         super().__init__(
             _WorkflowSigns(),
@@ -422,8 +426,7 @@ class KeylessApprovalAttester(ApprovalAttester):
         self.workflow_file: str = workflow_file
         self.clock = clock
         self.redispatch_after = redispatch_after
-        self._sent: dict[tuple[str, int, str], float] = {}
-        self._lock = threading.Lock()
+        self.claims: DispatchClaims = claims or _ProcessClaims()
 
     def produce(
         self,
@@ -435,23 +438,17 @@ class KeylessApprovalAttester(ApprovalAttester):
         store: AttestationStore,
         path: str,
     ) -> CheckOutcome:
-        key = (client.full_name, pull.number, pull.head_sha)
+        key = f"approval-dispatch:{client.full_name}#{pull.number}@{pull.head_sha}"
         now = self.clock()
-        with self._lock:
-            last = self._sent.get(key)
-            due = last is None or now - last >= self.redispatch_after
-            if due:
-                self._sent[key] = now
+        due = self.claims.claim_once(key, now=now, every=self.redispatch_after)
         if due:
             try:
                 dispatch_approval(client, pull.number, pull.head_sha)
             except RateLimited:
-                with self._lock:
-                    self._sent.pop(key, None)
+                self.claims.release_claim(key, at=now)
                 raise
             except GitHubError as exc:
-                with self._lock:
-                    self._sent.pop(key, None)
+                self.claims.release_claim(key, at=now)
                 if exc.status not in (403, 404, 422):
                     raise
                 return _held(
@@ -470,6 +467,35 @@ class KeylessApprovalAttester(ApprovalAttester):
             f"({'started now' if due else 'already started'}); this check turns `success` "
             f"once `{path}` is stored on the attestation branch.",
         )
+
+
+class DispatchClaims(Protocol):
+    """Where the re-dispatch limit is held (``InboxStore`` implements it: shared by replicas)."""
+
+    def claim_once(self, key: str, *, now: float, every: float) -> bool: ...
+
+    def release_claim(self, key: str, *, at: float) -> None: ...
+
+
+class _ProcessClaims:
+    """``DispatchClaims`` in this process's memory (one server, or tests)."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def claim_once(self, key: str, *, now: float, every: float) -> bool:
+        with self._lock:
+            last = self._at.get(key)
+            if last is not None and now - last < every:
+                return False
+            self._at[key] = now
+            return True
+
+    def release_claim(self, key: str, *, at: float) -> None:
+        with self._lock:
+            if self._at.get(key) == at:
+                del self._at[key]
 
 
 def dispatch_approval(client: RepoClient, number: int, head_sha: str) -> None:

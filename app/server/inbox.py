@@ -81,6 +81,10 @@ CREATE TABLE IF NOT EXISTS installations (
     status TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -187,6 +191,19 @@ class InboxStore(Protocol):
     ) -> None: ...
 
     def installation_status(self, installation_id: int) -> str | None: ...
+
+    def claim_once(self, key: str, *, now: float, every: float) -> bool:
+        """Claim ``key`` at ``now`` unless it was claimed less than ``every`` seconds before.
+
+        Atomic across every process sharing the store: of concurrent claims one wins. Used to
+        send something at most once per interval from several replicas (the keyless approval
+        dispatch). ``now`` is wall-clock time (it is compared across processes).
+        """
+        ...
+
+    def release_claim(self, key: str, *, at: float) -> None:
+        """Undo the claim made ``at`` (what it guarded failed), unless claimed again since."""
+        ...
 
 
 def open_inbox(settings: Settings, *, durable: bool = True) -> InboxStore:
@@ -538,6 +555,19 @@ class Inbox:
     def installation_status(self, installation_id: int) -> str | None:
         """As recorded by this process's worker (``installation`` events), from memory."""
         return self._installations.get(installation_id)
+
+    def claim_once(self, key: str, *, now: float, every: float) -> bool:
+        with self._tx() as db:  # BEGIN IMMEDIATE: one writer at a time, across processes
+            cur = db.execute(
+                "INSERT INTO claims (key, at) VALUES (?, ?) ON CONFLICT (key) "
+                "DO UPDATE SET at=excluded.at WHERE claims.at <= ?",
+                (key, now, now - every),
+            )
+            return cur.rowcount == 1
+
+    def release_claim(self, key: str, *, at: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM claims WHERE key=? AND at=?", (key, at))
 
 
 def _row(row: tuple[object, ...]) -> Delivery:

@@ -86,6 +86,10 @@ CREATE TABLE IF NOT EXISTS plangate_installations (
     account TEXT,
     status TEXT NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plangate_claims (
+    key TEXT PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL
 )
 """
 
@@ -432,6 +436,19 @@ class PostgresInbox:
                 self._installations = {int(i): str(st) for i, st in rows}
                 self._installations_at = now
         return self._installations.get(installation_id)
+
+    def claim_once(self, key: str, *, now: float, every: float) -> bool:
+        # one statement: the row lock makes concurrent claims of one key take turns, and the
+        # loser's WHERE sees the winner's time
+        row = self._conns.execute(
+            "INSERT INTO plangate_claims (key, at) VALUES (%s, %s) ON CONFLICT (key) "
+            "DO UPDATE SET at=EXCLUDED.at WHERE plangate_claims.at <= %s RETURNING key",
+            (key, now, now - every),
+        ).fetchone()
+        return row is not None
+
+    def release_claim(self, key: str, *, at: float) -> None:
+        self._conns.execute("DELETE FROM plangate_claims WHERE key=%s AND at=%s", (key, at))
 
 
 def _insert_one(conn: psycopg.Connection, event: Event, body: bytes, now: float) -> bool:

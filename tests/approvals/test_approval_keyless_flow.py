@@ -301,6 +301,36 @@ def test_app_dispatches_once_per_head_within_the_window(gh, app_deps):
     assert "already started" in gh.runs_for(HEAD)[APPROVAL]["output"]["summary"]
 
 
+def test_two_replicas_sharing_the_store_dispatch_once_per_head(gh, app_deps, settings):
+    # a second App instance on the same inbox (SQLite here; PostgreSQL with
+    # PLANGATE_DATABASE_URL): the re-dispatch limit is claimed in the shared store, not held
+    # per process, so the review seen by the other replica does not dispatch again
+    deps_a, _ = app_deps
+    deps_b = Deps.from_settings(
+        settings,
+        evaluator=PolicyEngineEvaluator(),
+        http_retry=HttpRetry(max_attempts=3, initial_delay=0, max_delay=0),
+        worker_policy=WorkerPolicy(initial_delay=0, max_delay=0),
+        sleep=lambda _s: None,
+        start_worker=False,
+    )
+    replica_b = (deps_b, TestClient(create_app(settings, deps_b)))
+    _approve(gh)
+    _deliver(app_deps, "pull_request_review", _review_event())
+    _deliver(replica_b, "pull_request_review", _review_event())
+    assert len(gh.dispatches) == 1
+    assert deps_a.inbox.counts() == {"done": 2}
+    assert "already started" in gh.runs_for(HEAD)[APPROVAL]["output"]["summary"]
+
+
+def test_refused_dispatch_releases_the_shared_claim(gh, app_deps):
+    _approve(gh)
+    gh.fail("POST", r"/dispatches$", status=403, times=1, message="Resource not accessible")
+    _deliver(app_deps, "pull_request_review", _review_event())
+    _deliver(app_deps, "pull_request_review", _review_event())  # the next review dispatches
+    assert len(gh.dispatches) == 1
+
+
 def test_refused_dispatch_holds_the_check_with_the_reason(gh, app_deps):
     _approve(gh)
     gh.fail("POST", r"/dispatches$", status=403, times=10, message="Resource not accessible")

@@ -178,3 +178,36 @@ def test_group_committer_stores_each_once_and_answers_each_request(open_store):
     assert results.count(True) == 40 and results.count(False) == 40
     assert sum(calls) == 80  # every delivery went through a (shared) transaction
     assert inbox.counts() == {"queued": 40}
+
+
+def test_claim_once_per_interval_shared_by_instances(open_store):
+    # the keyless approval re-dispatch limit: claimed in the store every replica shares
+    a, b = open_store(), open_store()
+    assert a.claim_once("k", now=1000.0, every=600) is True
+    assert b.claim_once("k", now=1001.0, every=600) is False  # the other instance sees it
+    assert a.claim_once("other", now=1001.0, every=600) is True
+    assert b.claim_once("k", now=1600.0, every=600) is True  # the window has passed
+    assert a.claim_once("k", now=1700.0, every=600) is False
+    b.release_claim("k", at=1000.0)  # an old claim's release does not undo the newer one
+    assert a.claim_once("k", now=1700.0, every=600) is False
+    b.release_claim("k", at=1600.0)  # the dispatch it guarded failed: claim again at once
+    assert a.claim_once("k", now=1700.0, every=600) is True
+
+
+def test_concurrent_claims_from_two_instances_one_wins(open_store):
+    stores = [open_store(), open_store()]
+
+    def claim(store: InboxStore, key: str, barrier: threading.Barrier, won: list[bool]) -> None:
+        barrier.wait()
+        won.append(store.claim_once(key, now=5.0, every=600))
+
+    for round_ in range(20):
+        barrier, won = threading.Barrier(4), []
+        threads = [
+            threading.Thread(target=claim, args=(s, f"r{round_}", barrier, won)) for s in stores * 2
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(won) == [False, False, False, True]
