@@ -41,11 +41,12 @@ resource locks on the fake, and pushes the audit ref to a bare repository (``fil
 * ``check run + comment``: the final ``plangate/execute`` update(s) and the PR comment;
 * ``exit``: the last request -> the process ended (the JSON result, interpreter shutdown).
 
-**Baselines**, measured in the same run: ``plangate check`` of the same plan (CLI process) for
-the PR side, ``plangate run`` of the same plan locally (CLI process, local key attestation,
-audit in the local repository) for the merge side. Printed: median and p90 over ``--repeat``
-repetitions, REST calls by operation, and the ratios. Exit 1 if any phase fails: a non-202, a
-check run missing or wrong (validate, policy and cost must succeed; approval is
+**Baselines**, measured in the same run: ``plangate check`` of the same plan for the PR side, as
+a process and warm (``app.cli.main`` in this process once its modules are loaded: the same work
+without the interpreter's start-up); ``plangate run`` of the same plan locally (a process, local
+key attestation, audit in the local repository) for the merge side. Printed: median and p90 over
+``--repeat`` repetitions, REST calls by operation, and the ratios. Exit 1 if any phase fails: a
+non-202, a check run missing or wrong (validate, policy and cost must succeed; approval is
 ``action_required``, nobody approved), a request body off the OpenAPI schema, ``execute`` not
 succeeding or its check run not ``success``, a step not run once, the audit ref not pushed.
 
@@ -60,6 +61,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import re
 import shutil
 import socketserver
@@ -446,17 +448,36 @@ def _merge_sample(
 # -- baselines ---------------------------------------------------------------------------------
 
 
-def baseline_check(tmp: Path, steps: int, n: int) -> float:
-    """``plangate check`` of the same plan against the shipped policies."""
+def baseline_check(tmp: Path, steps: int, n: int) -> tuple[float, float]:
+    """``plangate check`` of the same plan against the shipped policies: (as a process, warm in
+    this process). The warm one is the same command through ``app.cli.main`` once its modules
+    are imported (the second call of two), i.e. the work without the interpreter's start-up."""
+    import contextlib
+    import io
+
+    from app.cli import main as cli_main
+
     work = tmp / f"check-baseline-{n}"
     work.mkdir()
     shutil.copytree(ROOT / "policies", work / "policies")
     (work / "plans").mkdir()
-    (work / "plans" / "e2e.yaml").write_text(e2e_plan(steps, 1, work / "log"))
-    code, out, seconds = run_cli(["check", "plans/e2e.yaml", "--policies", "policies"], work)
+    plan = work / "plans" / "e2e.yaml"
+    plan.write_text(e2e_plan(steps, 1, work / "log"))
+    argv = ["check", str(plan), "--policies", str(work / "policies"), "--format", "json"]
+    code, out, seconds = run_cli(argv, work)
     if code != 0:
         raise Failed(f"baseline plangate check exited {code}: {out[-600:]}")
-    return seconds
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        cli_main(argv)  # imports, caches
+        t0 = time.monotonic()
+        code = cli_main(argv)
+        warm = time.monotonic() - t0
+    if code != 0:
+        raise Failed(
+            f"baseline plangate check (in process) returned {code}: {sink.getvalue()[-600:]}"
+        )
+    return seconds, warm
 
 
 def baseline_run(tmp: Path, steps: int, n: int) -> float:
@@ -498,7 +519,9 @@ class Results:
     pr: list[PrSample] = field(default_factory=list)
     merge: list[MergeSample] = field(default_factory=list)
     check: list[float] = field(default_factory=list)
+    check_warm: list[float] = field(default_factory=list)
     run: list[float] = field(default_factory=list)
+    load: tuple[float, float] = (0.0, 0.0)
 
 
 def _row(name: str, values: list[float]) -> str:
@@ -523,6 +546,8 @@ def report(r: Results) -> list[str]:
     lines = [
         f"e2e: a {r.steps}-step plan, {r.repeat} repetitions, fake GitHub on 127.0.0.1 "
         "(milliseconds: median, p90)",
+        f"load average {r.load[0]:.1f} at the start, {r.load[1]:.1f} at the end "
+        f"({os.cpu_count()} CPUs)",
         "",
         "PR side: signed pull_request.opened -> validate, policy, cost, approval completed",
         f"  {'phase':<34} {'median':>9} {'p90':>9}",
@@ -530,9 +555,13 @@ def report(r: Results) -> list[str]:
     for phase in PR_PHASES:
         lines.append(_row(phase, [s.phases[phase] for s in r.pr]))
     lines.append(_row("server processing (/metrics)", [s.processing for s in r.pr]))
-    lines.append(_row("baseline: plangate check (CLI)", r.check))
+    lines.append(_row("baseline: plangate check (process)", r.check))
+    lines.append(_row("baseline: plangate check (warm)", r.check_warm))
     total = statistics.median(s.phases["total"] for s in r.pr)
-    lines.append(f"  ratio total / plangate check: {total / statistics.median(r.check):.2f}x")
+    lines.append(
+        f"  ratio total / plangate check: {total / statistics.median(r.check):.2f}x the process, "
+        f"{total / statistics.median(r.check_warm):.2f}x warm"
+    )
     cold = r.pr[0].phases["total"]
     warm = [s.phases["total"] for s in r.pr[1:]] or [cold]
     lines.append(
@@ -550,7 +579,7 @@ def report(r: Results) -> list[str]:
         lines.append(_row(phase, [s.phases[phase] for s in r.merge]))
     per_step = [s.phases["steps"] / r.steps for s in r.merge]
     lines.append(_row("  per step", per_step))
-    lines.append(_row("baseline: plangate run (CLI)", r.run))
+    lines.append(_row("baseline: plangate run (process)", r.run))
     total = statistics.median(s.phases["total"] for s in r.merge)
     lines.append(f"  ratio total / plangate run: {total / statistics.median(r.run):.2f}x")
     updates = sorted({s.live_updates for s in r.merge})
@@ -569,17 +598,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat and --steps must be at least 1")
     results = Results(args.steps, args.repeat)
     started = time.monotonic()
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="plangate-e2e-") as tmp_name:
         tmp = Path(tmp_name)
         try:
             results.pr = pr_side(tmp, args.steps, args.repeat)
             for n in range(1, args.repeat + 1):
-                results.check.append(baseline_check(tmp, args.steps, n))
+                cold, warm = baseline_check(tmp, args.steps, n)
+                results.check.append(cold)
+                results.check_warm.append(warm)
                 results.merge.append(merge_side(tmp, args.steps, n))
                 results.run.append(baseline_run(tmp, args.steps, n))
         except Failed as exc:
             print(f"e2e: FAILED: {exc}", file=sys.stderr)
             return 1
+    results.load = (load_start, os.getloadavg()[0])
     print("\n".join(report(results)))
     print(f"\n(benchmark wall time {time.monotonic() - started:.0f} s)")
     return 0
