@@ -244,6 +244,16 @@ class RestExecuteGitHub:
     def update_check_run(self, check_run_id: int, body: Mapping[str, Any]) -> None:
         self.client.update_check_run(check_run_id, body)
 
+    def update_check_run_batches(
+        self,
+        check_run_id: int,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        present: Sequence[Mapping[str, Any]] | None,
+    ) -> None:
+        """Updates whose annotations land once, even after an applied-but-unconfirmed 5xx."""
+        self.client.update_check_run_batches(check_run_id, bodies, present=present)
+
     def comment(self, number: int, body: str) -> None:
         self.client.transport.request(
             "POST", f"{self._base}/issues/{number}/comments", body={"body": body}
@@ -1016,6 +1026,15 @@ class _AppCheckRuns:
     def update_check_run(self, check_run_id: int, body: Mapping[str, Any]) -> None:
         self._client().update_check_run(check_run_id, body)
 
+    def update_check_run_batches(
+        self,
+        check_run_id: int,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        present: Sequence[Mapping[str, Any]] | None,
+    ) -> None:
+        self._client().update_check_run_batches(check_run_id, bodies, present=present)
+
 
 def _queue_buttons(args: argparse.Namespace, ctx: ActionsContext) -> bool:
     """Retry/Cancel buttons: GitHub sends ``requested_action`` only to the App that created the
@@ -1521,9 +1540,10 @@ def _finish_check(
     if buttons:  # [] clears the Cancel button of the live progress
         first["actions"] = check_actions([o.status for o in outcomes if o.result is not None])
     first["completed_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    github.update_check_run(check_id, first)
-    for body in more:
-        github.update_check_run(check_id, body)
+    # GitHub appends the annotations of every update: an update it applied but answered with a
+    # 5xx or a reset must not be sent again. The run was created (and kept up to date) without
+    # annotations, so it holds none before these updates.
+    github.update_check_run_batches(check_id, [first, *more], present=[])
 
 
 def _comment(github, ctx: ActionsContext, outcomes) -> None:  # type: ignore[no-untyped-def]
