@@ -1239,9 +1239,16 @@ class _AttestationWrites:
 
     def failed(self, what: str, exc: BaseException) -> str:
         from app.errors import GitHubError
+        from app.github.attestations import AttestationBranchRefused
 
         message = f"{what}: {exc}"
-        if not self.with_app and isinstance(exc, GitHubError):  # not for a signing failure
+        if self.with_app and isinstance(exc, AttestationBranchRefused):
+            message += (
+                " (written with the Plangate App's own token: put the App on the bypass list "
+                "of the ruleset that protects the branch, or check that GITHUB_APP_ID and "
+                "GITHUB_PRIVATE_KEY are this App's; docs/github-app.md)"
+            )
+        elif not self.with_app and isinstance(exc, GitHubError):  # not for a signing failure
             message += (
                 f" (written with the job's GITHUB_TOKEN: no App credentials; if the branch "
                 f"accepts pushes only from the Plangate App, set {_APP_SECRETS})"

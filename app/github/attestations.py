@@ -14,7 +14,12 @@ the contents API or the pull request's branch:
 
 Protect the branch with a ruleset so only the App can push (docs/attestations.md). Errors are
 ``GitHubError`` (the worker retries the delivery); a ref that keeps moving past the retry
-budget is ``GitHubUnavailable``.
+budget is ``GitHubUnavailable``. GitHub answers 422 for two different things on a ref write: a
+real conflict ("Update is not a fast forward", "Reference already exists"), retried on the new
+tip, and a refusal by a branch ruleset or protection ("Repository rule violations found"),
+which no retry fixes: that is ``AttestationBranchRefused`` at once, naming the branch and what
+to change (the writer's credentials, the ruleset's bypass list). Any other 422 is not retried
+either.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from app.github.client import RepoClient
 
 __all__ = [
     "ATTESTATION_BRANCH",
+    "AttestationBranchRefused",
     "AttestationStore",
     "StoredAttestation",
     "upload_to_attestations_api",
@@ -56,6 +62,24 @@ class StoredAttestation:
 
 class _RefMoved(Exception):
     """The branch moved (or appeared) under us: re-read the ref and build on the new tip."""
+
+
+class AttestationBranchRefused(GitHubError):
+    """GitHub refused to move the attestation branch for a reason a retry does not change: a
+    ruleset or branch protection ("Repository rule violations found"), or another 422."""
+
+    default_hint = (
+        "the attestation branch accepts pushes only from the writers its ruleset allows: write "
+        "it with the Plangate App's credentials (plangate execute: GITHUB_APP_ID and "
+        "GITHUB_PRIVATE_KEY, from the secrets PLANGATE_APP_ID and PLANGATE_APP_PRIVATE_KEY) and "
+        "make sure the App is on the ruleset's bypass list (docs/github-app.md)"
+    )
+
+
+#: GitHub's 422 messages for a lost race on a ref: the only ones worth a retry on the new tip
+_CONFLICTS = ("not a fast forward", "reference already exists")
+#: GitHub's 422 messages for a write a ruleset or branch protection refuses
+_RULES = ("rule violation", "protected branch", "protected ref")
 
 
 class AttestationStore:
@@ -177,8 +201,7 @@ class AttestationStore:
         try:
             self.client.transport.request("POST", f"{self._base}/git/refs", body=body)
         except GitHubError as exc:
-            if exc.status == 422:  # "Reference already exists": someone created it first
-                raise _RefMoved(str(exc)) from exc
+            self._raise_422(exc, "create")
             raise
 
     def _update_ref(self, commit: str) -> None:
@@ -188,9 +211,31 @@ class AttestationStore:
                 "PATCH", f"{self._base}/git/refs/heads/{quote(self.branch)}", body=body
             )
         except GitHubError as exc:
-            if exc.status == 422:  # "Update is not a fast forward": the branch moved
-                raise _RefMoved(str(exc)) from exc
+            self._raise_422(exc, "update")
             raise
+
+    def _raise_422(self, exc: GitHubError, verb: str) -> None:
+        """A 422 on a ref write: a conflict is retried (``_RefMoved``); anything else, a
+        ruleset's refusal above all, is ``AttestationBranchRefused`` at once."""
+        if exc.status != 422:
+            return
+        text = exc.message.lower()
+        if any(c in text for c in _CONFLICTS) and not any(r in text for r in _RULES):
+            raise _RefMoved(str(exc)) from exc
+        said = " ".join(exc.message.split())
+        if any(r in text for r in _RULES):
+            raise AttestationBranchRefused(
+                f"{self.client.full_name}: GitHub refused to {verb} branch {self.branch}: a "
+                f"ruleset or branch protection does not let these credentials push to it "
+                f"({said})",
+                status=422,
+            ) from exc
+        raise AttestationBranchRefused(
+            f"{self.client.full_name}: GitHub refused to {verb} branch {self.branch} ({said})",
+            status=422,
+            hint="not a conflict with another writer, so not retried; GitHub's message says "
+            "what it refused",
+        ) from exc
 
 
 def _check_path(path: str) -> None:
