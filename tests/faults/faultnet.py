@@ -150,6 +150,8 @@ class FaultLayer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # answer at once: with Nagle on, each keep-alive answer waits ~40 ms for a delayed ACK
+            disable_nagle_algorithm = True
 
             def _send(self, status: int, headers: dict[str, str], payload: str) -> None:
                 data = payload.encode()

@@ -236,6 +236,8 @@ class FakeGitHub:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # answer at once: with Nagle on, each keep-alive answer waits ~40 ms for a delayed ACK
+            disable_nagle_algorithm = True
 
             def _do(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

@@ -103,7 +103,7 @@ def start_serve(
     *extra: str,
     log_level: str = "warning",
     stderr: int | None = subprocess.PIPE,
-    ready_within: float = 30.0,
+    ready_within: float = 60.0,
 ) -> subprocess.Popen[bytes]:
     """``plangate serve --port PORT --write-interval 0 EXTRA...``; returns once ``/healthz``
     answers 200. Raises ``ServeFailed`` with the server's stderr if it exits first, or after
