@@ -372,6 +372,25 @@ def execute(
     run_signer: RunSigning | None = None,
 ) -> int:
     """``run_signer`` (tests): signs run attestations instead of ``--attest-run``."""
+    opened: list[Any] = []  # holders of App tokens: revoked however execute ends
+    try:
+        return _execute(
+            args, environ=environ, github=github, now=now, run_signer=run_signer, opened=opened
+        )
+    finally:
+        for holder in opened:
+            holder.close()
+
+
+def _execute(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace,
+    *,
+    environ: Mapping[str, str],
+    github,
+    now: Callable[[], datetime],
+    run_signer: RunSigning | None,
+    opened: list[Any],
+) -> int:
     from app.execute import github_mode as gm
     from app.policy.loader import load_policy_dir
 
@@ -386,6 +405,9 @@ def execute(
         if github is None:
             github = _github(ctx)
         writes = _AttestationWrites(github, ctx)
+        opened.append(writes)
+        if not args.dry_run:  # it marks the request used: broken App credentials fail first
+            writes.open()
         try:
             queued = _queued_retry(args, ctx, github, environ, now(), writes=writes)
         except (AttestationError, InputError) as exc:
@@ -408,7 +430,11 @@ def execute(
         github = _github(ctx)
     if writes is None:
         writes = _AttestationWrites(github, ctx)
+        opened.append(writes)
     data_dir = Path(args.data_dir) if args.data_dir else _data_dir(environ)
+    carry = not args.dry_run and args.carry_state and _carries_state(environ)
+    if run_signer is not None:  # it signs what the branch stores (run attestation, state)
+        writes.open()  # broken App credentials fail here, before anything changes (exit 2)
 
     buttons = _queue_buttons(args, ctx)
     if buttons and args.queue_buttons == "auto" and not args.dry_run:
@@ -439,7 +465,6 @@ def execute(
             "",
         ]
     error: str | None = None
-    carry = not args.dry_run and args.carry_state and _carries_state(environ)
     if not args.dry_run and (carry or run_signer is not None):
         notes += writes.missing_credentials_note(args.attestation_branch)
     state_refused: str | None = None
@@ -1207,7 +1232,8 @@ class _AttestationWrites:
     the job's ``GITHUB_TOKEN`` is refused there. With the App's credentials the executor mints
     its own installation token for these writes, limited to this repository and
     ``contents: write``; it stays in memory (never printed, never in an event or a check run),
-    is minted on the first write, replaced before its hour runs out and revoked by ``close``.
+    is minted by ``open`` at start-up (broken credentials fail before anything changes),
+    replaced before its hour runs out and revoked by ``close``.
 
     Reads of the branch (the approval, carried state, cancel requests), the check run,
     comments, issues and the lock refs keep the job's token: it reads a protected branch fine,
@@ -1268,6 +1294,33 @@ class _AttestationWrites:
         )
         print(f"plangate: no App credentials {text}", file=sys.stderr)
         return [f"**No App credentials** {text}", ""]
+
+    def open(self) -> None:
+        """With App credentials, mint the token now, so that credentials which cannot mint one
+        (a malformed key, a wrong App id, the App not installed here or without
+        ``contents: write``) fail before anything changes: ``InputError`` (exit 2) naming the
+        variables, instead of a warning after the plans ran. GitHub being unreachable is not
+        a credentials problem: that error is raised as it is."""
+        if not self.with_app or self._token is not None:
+            return
+        from jwt import PyJWTError
+
+        from app.errors import GitHubUnavailable, RateLimited
+
+        try:
+            self._repo_client()
+        except (GitHubUnavailable, RateLimited):
+            raise
+        except (PlangateError, PyJWTError, ValueError) as exc:
+            detail = exc.message if isinstance(exc, PlangateError) else f"{type(exc).__name__}"
+            raise InputError(
+                f"the Plangate App's credentials (GITHUB_APP_ID={self._ctx.app_id}, "
+                f"GITHUB_PRIVATE_KEY) cannot mint the token that writes the attestation "
+                f"branch of {self._ctx.repo}: {detail}",
+                hint=f"set {_APP_SECRETS} to the Plangate App's id and private key (PEM), and "
+                f"install the App on {self._ctx.repo} with contents: write; or unset both to "
+                "write with the job's GITHUB_TOKEN (docs/executor.md). Nothing ran.",
+            ) from exc
 
     def close(self) -> None:
         """Revoke our token (best effort: it expires within the hour anyway)."""

@@ -255,6 +255,8 @@ def test_a_token_near_its_expiry_is_replaced_and_the_old_one_revoked(
     # left is not used for the next write
     code, hub = _run(world, tmp_path, monkeypatch, app_key=app_key, lifetime=120)
     assert code == 0 and world.gh.conclusion() == "success"
-    writes = 2  # opened for the run attestation, then for the carried state + statement
-    assert len(hub.token_bodies) == writes
-    assert hub.revoked == [f"token {APP_TOKEN}"] * writes  # each replaced one, then the last
+    # minted at start-up (broken credentials fail before anything runs), then replaced for the
+    # run attestation and again for the carried state + statement
+    mints = 3
+    assert len(hub.token_bodies) == mints
+    assert hub.revoked == [f"token {APP_TOKEN}"] * mints  # each replaced one, then the last
