@@ -439,6 +439,7 @@ def _execute(  # type: ignore[no-untyped-def]
     buttons = _queue_buttons(args, ctx)
     if buttons and args.queue_buttons == "auto" and not args.dry_run:
         github = _AppCheckRuns(github, ctx)  # so the button presses reach the App
+        opened.append(github)  # its checks: write token is revoked when execute ends
     check_id: int | None = None
     if not args.dry_run:
         check_id = github.create_check_run(
@@ -1004,20 +1005,24 @@ class _AppCheckRuns:
     """The executor's GitHub, except that the ``plangate/execute`` check run is created and
     updated with an App installation token limited to ``checks: write``: GitHub delivers
     ``check_run.requested_action`` (the Retry/Cancel buttons) only to the App that created the
-    check run. The token is minted on first use and lives at most an hour (GitHub's limit),
-    which is refreshed when it nears expiry."""
+    check run. The token is minted on first use, replaced when less than 5 minutes are left
+    of the lifetime GitHub gave it (its ``expires_at``; the old one revoked), and revoked by
+    ``close`` when ``plangate execute`` ends."""
 
-    def __init__(self, github: Any, ctx: ActionsContext) -> None:
+    def __init__(
+        self, github: Any, ctx: ActionsContext, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._github = github
         self._ctx = ctx
+        self._clock = clock
         self._checks: RestExecuteGitHub | None = None
-        self._expires = 0.0
+        self._token: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._github, name)
 
     def _client(self) -> RestExecuteGitHub:
-        if self._checks is None or time.time() > self._expires - 300:
+        if self._token is None or self._clock() > self._token.expires_at - 300:
             from app.github.auth import (
                 AppCredentials,
                 InstallationTokens,
@@ -1035,15 +1040,32 @@ class _AppCheckRuns:
                 )
             )
             name = ctx.repo.partition("/")[2]
-            scoped = tokens.scoped_token(
+            old = self._token
+            self._token = tokens.scoped_token(
                 repo_installation(tokens, ctx.repo),
                 repositories=(name,),
                 permissions={"checks": "write"},
             )
-            transport = token_transport(scoped.token, base_url=ctx.api_url)
+            transport = token_transport(self._token.token, base_url=ctx.api_url)
             self._checks = RestExecuteGitHub(RepoClient(transport, ctx.repo, cache=GitHubCache()))
-            self._expires = time.time() + 3000
+            if old is not None:
+                self._revoke(old)
+        assert self._checks is not None
         return self._checks
+
+    def close(self) -> None:
+        """Revoke the ``checks: write`` token (best effort: it expires within the hour)."""
+        token, self._token, self._checks = self._token, None, None
+        if token is not None:
+            self._revoke(token)
+
+    def _revoke(self, token: Any) -> None:
+        from app.github.auth import revoke_token
+
+        try:
+            revoke_token(token.token, base_url=self._ctx.api_url)
+        except PlangateError as exc:
+            print(f"plangate: the check-run token was not revoked: {exc}", file=sys.stderr)
 
     def create_check_run(self, body: Mapping[str, Any]) -> int:
         return self._client().create_check_run(body)
