@@ -1396,7 +1396,9 @@ def _locks(args, ctx: ActionsContext, github, state):  # type: ignore[no-untyped
     from app.execute.github_locks import GitRefLocks
 
     if args.locks == "local":
-        return state.lock_manager(now=time.time, sleep=asyncio.sleep, lease=ctx.lock_lease)
+        return state.lock_manager(
+            now=time.time, sleep=asyncio.sleep, lease=ctx.lock_lease, skew=ctx.lock_skew
+        )
     return GitRefLocks(
         github.client.transport,
         ctx.repo,

@@ -20,7 +20,6 @@ and logs loudly on every use. ``--dry-run`` always works and has no side effects
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -50,7 +49,7 @@ from app.execute.result import RunResult
 from app.execute.runner import FINAL, RunOptions
 from app.execute.scheduler import Schedule
 from app.execute.state import RunStateStore, state_store_for
-from app.execute.wiring import production_runner, run_until_signalled
+from app.execute.wiring import local_locks, production_runner, run_until_signalled
 from app.plan.loader import load_plan
 from app.plan.model import Compensation, Plan
 from app.policy.context import EvalContext
@@ -340,7 +339,8 @@ def _execute(  # type: ignore[no-untyped-def]
     events = FanoutSink(
         [JsonlEventSink(data_dir / "events.jsonl", now=time.time), audit, progress, metrics]
     )
-    locks = state.lock_manager(now=time.time, sleep=asyncio.sleep, lease=60.0)
+    settings = Settings.from_env()  # PLANGATE_LOCK_LEASE_SECONDS / _SKEW_SECONDS
+    locks = local_locks(state, settings, shared=settings.database_url is not None)
     options = RunOptions(
         max_parallel=args.max_parallel,
         lock_wait=args.lock_wait > 0,

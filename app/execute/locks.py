@@ -83,13 +83,17 @@ class LockManager:
         now: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         lease: float = 60.0,
+        skew: float = 0.0,
     ) -> None:
-        if lease <= 0:
-            raise ValueError("lease must be positive")
+        if lease <= 0 or skew < 0:
+            raise ValueError("lease must be positive and skew not negative")
         self.conn = conn
         self.now = now
         self.sleep = sleep
         self.lease = lease
+        #: how long after its expiry an unrenewed lock may be taken over (holders on other hosts
+        #: write ``expires_at`` with their own clocks; 0 for one host, one clock)
+        self.skew = skew
 
     def try_acquire(self, resources: Sequence[str], holder: str, plan_id: str) -> list[LockHolder]:
         """Take every resource or none. Returns the conflicting holders (empty: acquired)."""
@@ -102,7 +106,7 @@ class LockManager:
             marks = ",".join("?" * len(resources))
             c.execute(
                 f"DELETE FROM locks WHERE expires_at <= ? AND resource IN ({marks})",
-                (now, *resources),
+                (now - self.skew, *resources),
             )
             rows = c.execute(
                 f"SELECT resource, holder, plan_id, expires_at FROM locks WHERE resource IN"

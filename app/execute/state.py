@@ -213,9 +213,10 @@ class StateStore:
         now: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         lease: float = 60.0,
+        skew: float = 0.0,
     ) -> LockManager:
         """Leased locks in this file: every ``plangate run`` on the host sees them."""
-        return LockManager(self.conn, now=now, sleep=sleep, lease=lease)
+        return LockManager(self.conn, now=now, sleep=sleep, lease=lease, skew=skew)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -176,8 +176,9 @@ class PostgresStateStore:
         now: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         lease: float = 60.0,
+        skew: float = 0.0,
     ) -> LockManager:
-        return PostgresLockManager(self._conns, now=now, sleep=sleep, lease=lease)
+        return PostgresLockManager(self._conns, now=now, sleep=sleep, lease=lease, skew=skew)
 
     def _q(self, query: str, args: Sequence[Any] = ()) -> Result:
         return self._conns.execute(query, args)
@@ -455,8 +456,9 @@ class PostgresLockManager(LockManager):
         now: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         lease: float = 60.0,
+        skew: float = 0.0,
     ) -> None:
-        super().__init__(None, now=now, sleep=sleep, lease=lease)  # type: ignore[arg-type]
+        super().__init__(None, now=now, sleep=sleep, lease=lease, skew=skew)  # type: ignore[arg-type]
         self._conns = conns
 
     def try_acquire(self, resources: Sequence[str], holder: str, plan_id: str) -> list[LockHolder]:
@@ -474,7 +476,7 @@ class PostgresLockManager(LockManager):
             )
             c.execute(
                 "DELETE FROM plangate_locks WHERE expires_at <= %s AND resource = ANY(%s)",
-                (now, wanted),
+                (now - self.skew, wanted),
             )
             rows = c.execute(
                 "SELECT resource, holder, plan_id, expires_at FROM plangate_locks"

@@ -97,6 +97,7 @@ class RunStateStore(Protocol):
         now: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         lease: float = 60.0,
+        skew: float = 0.0,
     ) -> LockManager:
         """Leased resource locks stored beside the runs (shared by whoever shares the store)."""
         ...
