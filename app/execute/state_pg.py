@@ -18,6 +18,7 @@ Tables are prefixed ``plangate_`` so the database can be shared with the inbox (
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -447,7 +448,17 @@ class PostgresStateStore:
 
 
 class PostgresLockManager(LockManager):
-    """``LockManager`` whose leases live in PostgreSQL (``acquire``'s wait loop is inherited)."""
+    """``LockManager`` whose leases live in PostgreSQL (``acquire``'s wait loop is inherited).
+
+    A renewal is a network round trip that can block: a slow or failing-over server, a pool
+    waiting for a free connection (up to its 10 s timeout, then retries), a row lock held by
+    another transaction. The runner's heartbeat therefore awaits ``renew_async``, which renews
+    on a worker thread (``asyncio.to_thread``; the pool is thread-safe), so the steps running
+    meanwhile keep their progress and their ``timeout``s, as with the git-ref locks
+    (``GitRefLocks.renew_async``). A release while a renewal is still in flight waits for it
+    in PostgreSQL (the row lock), so the renewal cannot resurrect a released lock: it only
+    updates rows, never inserts.
+    """
 
     def __init__(
         self,
@@ -497,7 +508,13 @@ class PostgresLockManager(LockManager):
 
         return self._conns.run(unit)
 
+    async def renew_async(self, holder: str) -> int:
+        """``renew`` on a worker thread: what the runner's heartbeat awaits. If the awaiting
+        task is cancelled (the run ended) the thread still finishes its one UPDATE."""
+        return await asyncio.to_thread(self.renew, holder)
+
     def renew(self, holder: str) -> int:
+        """Blocking (a round trip to the server): from a coroutine, await ``renew_async``."""
         cur = self._conns.execute(
             "UPDATE plangate_locks SET expires_at=%s WHERE holder=%s",
             (self.now() + self.lease, holder),
