@@ -14,7 +14,8 @@ Wiring and adapters only (decisions live in ``app.execute.github_mode``):
    outcome comment per pull request, and ``git push`` of the audit ref (``--push-audit``).
 
 Exit codes as ``plangate run``: 0 all plans succeeded (or nothing to do) · 1 refused · 2 invalid
-input · 3 failed · 4 paused or needs attention; with several plans the worst wins.
+input (also App credentials that are set but cannot mint a token: checked at start-up, before
+anything changes) · 3 failed · 4 paused or needs attention; with several plans the worst wins.
 
 The token is never logged and never written to ``.git/config``: the audit push authenticates
 with an ``http.extraheader`` passed to the one ``git push`` process through ``GIT_CONFIG_*``

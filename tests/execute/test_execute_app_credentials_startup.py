@@ -77,3 +77,20 @@ def test_working_credentials_mint_once_up_front_and_revoke_at_the_end(
     created = [i for i, c in enumerate(hub.calls) if c[:2] == ("POST", f"/repos/{REPO}/check-runs")]
     assert len(token_calls) == 1 and token_calls[0] < created[0]  # minted before the check run
     assert hub.revoked == [f"token {appw.APP_TOKEN}"]
+
+
+def test_queue_request_with_broken_credentials_is_exit_two_and_not_used(world, monkeypatch, capsys):
+    from app.execute.queue import request_path
+    from tests.execute import test_execute_queue as queue
+
+    queue._failed_run(world)
+    request_id = queue._record(world, queue._request(world))
+    monkeypatch.setenv("GITHUB_APP_ID", "1")
+    monkeypatch.setenv("GITHUB_PRIVATE_KEY", "-----BEGIN PRIVATE KEY-----\nnope\n")
+    runs_before = len(world.gh.check_runs)
+    status_before = queue._status(world)
+    assert execute(world, "--queue-request", request_id) == 2
+    assert request_path(request_id) + ".used" not in world.gh.git.files(base.BRANCH)
+    assert len(world.gh.check_runs) == runs_before  # no new check run
+    assert queue._status(world) == status_before  # the run was not started over
+    assert "GITHUB_APP_ID=1, GITHUB_PRIVATE_KEY" in capsys.readouterr().err
