@@ -96,21 +96,25 @@ def test_sigkill_at_random_points_processes_each_delivery_exactly_once(tmp_path,
     try:
         port = _free_port()
         proc = _start(env, port)
+        # a fault-free delivery makes ~12 API calls: kill at a seeded random call of the first
+        # deliveries, then twice more at seeded random later calls of the restarted processes.
+        # Each kill point is armed before the work it counts starts (before the posts, before a
+        # restart), so how fast the server gets ahead of this thread does not move it.
+        # (the pid is given after the posts: a point reached earlier kills at the next call)
+        killer.at = killer.calls + rng.randint(1, 20)
         for number, head in PRS.items():
             assert _post(port, _payload(number, head), f"kill-{number}").status_code == 202
-        # a fault-free delivery makes ~12 API calls: kill at a seeded random call of the first
-        # deliveries, then twice more at seeded random later calls of the restarted processes
-        killer.pid, killer.at = proc.pid, killer.calls + rng.randint(1, 20)
+        killer.pid = proc.pid
         while True:
             _wait(lambda p=port: killer.pid is None or _finished(fake, p), seconds=40)
             if killer.pid is not None:
                 break
             proc.wait(10)
+            if len(killer.kills) < 3:  # a point reached before the pid is known: the next call
+                killer.at = killer.calls + rng.randint(1, 15)
             port = _free_port()
             proc = _start(env, port)  # same data dir: resumes what the killed process left
             killer.pid = proc.pid
-            if len(killer.kills) < 3:
-                killer.at = killer.calls + rng.randint(1, 15)
         assert _wait(lambda: _healthz(port).get("inbox_depth") == 0, seconds=40)
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
