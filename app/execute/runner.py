@@ -82,7 +82,6 @@ class RunOptions:
     lock_wait: bool = False
     lock_wait_timeout: float = 600.0
     lock_poll: float = 1.0
-    lock_lease: float = 60.0
     breaker_failure_threshold: int = 5
     breaker_reset_timeout: float = 30.0
     #: steps a human checked after an interruption: "done" (effect in place) or "retry"
