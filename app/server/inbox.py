@@ -144,7 +144,11 @@ class InboxStore(Protocol):
         ...
 
     def add_many(self, items: list[tuple[Event, bytes, float]]) -> list[bool]:
-        """``add`` for several deliveries in one transaction (group commit)."""
+        """``add`` for several deliveries in one transaction (group commit).
+
+        Called from any thread: the webhook endpoint runs it on its commit thread, off the
+        event loop, for stores without ``add_many_staged`` (``app.server.ingest``).
+        """
         ...
 
     def claim(self, *, now: float) -> Delivery | None:

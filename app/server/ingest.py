@@ -8,8 +8,10 @@ The inserts run on the loop (a short, bounded block: no thread competes for the 
 statement); the commit, which is the fsync, runs on one commit thread, so the loop keeps reading,
 verifying and parsing the next deliveries meanwhile (they form the next batch, flushed as soon as
 the commit is done: one batch in flight at a time, in arrival order). A request is answered only
-after its batch's commit returned. Stores without ``add_many_staged`` (PostgreSQL) are written
-with one ``add_many`` on the loop.
+after its batch's commit returned. Stores without ``add_many_staged`` (PostgreSQL, where every
+insert is a network round trip and the commit waits for the server's) run their whole
+``add_many`` on the commit thread instead: same batching, same one batch in flight, same ack
+after the COMMIT returned, and the loop never waits for the database.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Protocol
 
 from app.server.inbox import InboxStore
@@ -59,25 +62,26 @@ class GroupCommitter:
             return
         self.batches += 1
         items = [(e, b, n) for e, b, n, _ in batch]
-        try:
-            if self._staged is None:
-                _resolve(batch, self.inbox.add_many(items), None)
+        write: Callable[[], list[bool]]
+        if self._staged is None:  # the whole transaction on the commit thread
+            write = partial(self.inbox.add_many, items)
+        else:
+            try:
+                results, commit = self._staged(items)
+            except Exception as exc:  # the disk failed: every request of the batch gets a 5xx
+                _resolve(batch, None, exc)
                 return
-            results, commit = self._staged(items)
-        except Exception as exc:  # the disk failed: every request of the batch gets a 5xx
-            _resolve(batch, None, exc)
-            return
+            write = partial(_committed_then, commit, results)
         if self._commits is None:
             self._commits = ThreadPoolExecutor(1, thread_name_prefix="plangate-inbox-commit")
         self._committing = True
-        done = asyncio.get_running_loop().run_in_executor(self._commits, commit)
-        done.add_done_callback(lambda f: self._committed(batch, results, f))
+        done = asyncio.get_running_loop().run_in_executor(self._commits, write)
+        done.add_done_callback(lambda f: self._committed(batch, f))
 
-    def _committed(
-        self, batch: list[_Item], results: list[bool], done: asyncio.Future[None]
-    ) -> None:
+    def _committed(self, batch: list[_Item], done: asyncio.Future[list[bool]]) -> None:
         self._committing = False
-        _resolve(batch, results, done.exception())
+        error = done.exception()
+        _resolve(batch, None if error else done.result(), error)
         if self._batch:
             self._flush()
 
@@ -86,6 +90,11 @@ class GroupCommitter:
         if self._commits is not None:
             self._commits.shutdown(wait=True)
             self._commits = None
+
+
+def _committed_then(commit: Callable[[], None], results: list[bool]) -> list[bool]:
+    commit()
+    return results
 
 
 def _resolve(batch: list[_Item], results: list[bool] | None, error: BaseException | None) -> None:

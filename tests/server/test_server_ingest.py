@@ -140,16 +140,19 @@ def test_staged_add_is_invisible_until_commit_and_holds_the_inbox(tmp_path):
     assert _stored_elsewhere(inbox) == 1
 
 
-def test_committer_without_staging_writes_on_the_loop(tmp_path):
-    # PostgreSQL's inbox has no add_many_staged: one add_many per batch, as before
+def test_committer_without_staging_writes_on_the_commit_thread(tmp_path):
+    # PostgreSQL's inbox has no add_many_staged: one add_many per batch, off the event loop
+    # (tests/server/test_server_ingest_pg.py: against the real server)
     inbox = Inbox.in_dir(tmp_path)
 
     class Plain:
         def __init__(self) -> None:
             self.calls: list[int] = []
+            self.threads: list[str] = []
 
         def add_many(self, items):
             self.calls.append(len(items))
+            self.threads.append(threading.current_thread().name)
             return inbox.add_many(items)
 
     plain = Plain()
@@ -161,5 +164,7 @@ def test_committer_without_staging_writes_on_the_loop(tmp_path):
         )
 
     assert asyncio.run(main()) == [True] * 5
+    committer.stop()
     assert plain.calls == [5]
+    assert plain.threads[0].startswith("plangate-inbox-commit")
     assert _stored_elsewhere(inbox) == 5
