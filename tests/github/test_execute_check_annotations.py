@@ -8,37 +8,18 @@ GitHub applied but answered with a 5xx is not sent again. The fake GitHub (``ghf
 
 from __future__ import annotations
 
-import random
-from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-import responses
-from ghfake import FakeGitHub
+from clientkit import HEAD, annotation_copies, fake_repo_client
 
 from app.cli.execute import RestExecuteGitHub, _finish_check
 from app.execute import github_mode as gm
-from app.github.auth import AppCredentials, InstallationTokens
-from app.github.client import GitHubCache, HttpRetry, RepoClient
-
-GHES = "https://ghes.example.com/api/v3"
-REPO = "octo/ops"
-HEAD = "a" * 40
 
 
 @pytest.fixture
 def world(app_key):
-    fake = FakeGitHub(GHES)
-    fake.repo(REPO).commit({"README.md": "x"}, branch="main", sha=HEAD)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        fake.install(rsps)
-        tokens = InstallationTokens(
-            AppCredentials(app_id=42, private_key=app_key, base_url=GHES),
-            sleep=lambda _s: None,
-            rng=random.Random(1),
-            retry=HttpRetry(max_attempts=4, initial_delay=0.01, max_delay=0.01),
-        )
-        client = RepoClient(tokens.transport(1), REPO, cache=GitHubCache())
+    with fake_repo_client(app_key) as (fake, client):
         # as plangate execute starts it: in progress, no annotations
         run_id = client.create_check_run(
             {
@@ -60,10 +41,6 @@ def _finish(github: RestExecuteGitHub, run_id: int, refused: int) -> None:
     _finish_check(github, run_id, ctx, outcomes, (), [], None)
 
 
-def _copies(fake: FakeGitHub, run_id: int) -> Counter[str]:
-    return Counter(a["message"] for a in fake.check_runs[run_id]["annotations"])
-
-
 @pytest.mark.parametrize("status", [500, 502])
 def test_follow_up_batch_applied_then_5xx_is_not_repeated(world, status):
     fake, github, run_id = world
@@ -80,7 +57,7 @@ def test_follow_up_batch_applied_then_5xx_is_not_repeated(world, status):
 
     github.client.transport.request = request
     _finish(github, run_id, 120)
-    copies = _copies(fake, run_id)
+    copies = annotation_copies(fake, run_id)
     assert len(copies) == 120 and set(copies.values()) == {1}  # each annotation once
     assert fake.check_runs[run_id]["conclusion"] == "failure"
     assert fake.schema_errors == []
@@ -90,7 +67,7 @@ def test_first_update_applied_then_5xx_is_not_repeated(world):
     fake, github, run_id = world
     fake.fail("PATCH", r"/check-runs/\d+$", status=502, times=1, applied=True)
     _finish(github, run_id, 70)
-    copies = _copies(fake, run_id)
+    copies = annotation_copies(fake, run_id)
     assert len(copies) == 70 and set(copies.values()) == {1}
     assert fake.check_runs[run_id]["status"] == "completed"
 
@@ -99,13 +76,13 @@ def test_update_not_applied_is_retried_and_lands_once(world):
     fake, github, run_id = world
     fake.fail("PATCH", r"/check-runs/\d+$", status=500, times=1)
     _finish(github, run_id, 60)
-    copies = _copies(fake, run_id)
+    copies = annotation_copies(fake, run_id)
     assert len(copies) == 60 and set(copies.values()) == {1}
 
 
 def test_without_faults_no_annotation_is_read_back(world):
     fake, github, run_id = world
     _finish(github, run_id, 120)
-    assert len(_copies(fake, run_id)) == 120
+    assert len(annotation_copies(fake, run_id)) == 120
     assert fake.calls_to("GET", r"/annotations$") == []  # no extra request when all succeed
     assert len(fake.calls_to("PATCH", r"/check-runs/\d+$")) == 3

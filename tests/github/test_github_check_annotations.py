@@ -7,21 +7,14 @@ The fake GitHub serves ``checks/list-annotations`` in the shape of @octokit/open
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import responses
-from ghfake import FakeGitHub
+from clientkit import HEAD, annotation_copies, fake_repo_client
 
-from app.github.auth import AppCredentials, InstallationTokens
 from app.github.checks import Annotation, CheckOutcome, check_run_requests
-from app.github.client import GitHubCache, HttpRetry, RepoClient
 
-GHES = "https://ghes.example.com/api/v3"
-REPO = "octo/ops"
-HEAD = "a" * 40
 OPENAPI = json.loads(
     (
         Path(__file__).resolve().parents[1] / "fixtures/github/openapi-execute-subset.json"
@@ -31,17 +24,8 @@ OPENAPI = json.loads(
 
 @pytest.fixture
 def world(app_key):
-    fake = FakeGitHub(GHES)
-    fake.repo(REPO).commit({"README.md": "x"}, branch="main", sha=HEAD)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        fake.install(rsps)
-        tokens = InstallationTokens(
-            AppCredentials(app_id=42, private_key=app_key, base_url=GHES),
-            sleep=lambda _s: None,
-            rng=random.Random(1),
-            retry=HttpRetry(max_attempts=4, initial_delay=0.01, max_delay=0.01),
-        )
-        yield fake, RepoClient(tokens.transport(1), REPO, cache=GitHubCache())
+    with fake_repo_client(app_key) as (fake, client):
+        yield fake, client
 
 
 def _bodies(n: int) -> tuple[dict, list[dict]]:
@@ -56,10 +40,6 @@ def _bodies(n: int) -> tuple[dict, list[dict]]:
         ),
     )
     return check_run_requests(outcome, head_sha=HEAD)
-
-
-def _copies(fake: FakeGitHub, run_id: int) -> Counter[str]:
-    return Counter(a["message"] for a in fake.check_runs[run_id]["annotations"])
 
 
 def test_listed_annotation_has_githubs_shape(world):
@@ -87,7 +67,7 @@ def test_update_applied_then_5xx_is_not_repeated(world):
     run_id = client.create_check_run(first)
     fake.fail("PATCH", r"/check-runs/\d+$", status=502, times=1, applied=True)
     client.update_check_run_batches(run_id, more, present=first["output"]["annotations"])
-    copies = _copies(fake, run_id)
+    copies = annotation_copies(fake, run_id)
     assert len(copies) == 120 and set(copies.values()) == {1}
     assert len(fake.calls_to("PATCH", r"/check-runs/\d+$")) == 2  # 502 (applied), then batch 3
 
@@ -98,7 +78,7 @@ def test_update_not_applied_is_retried(world):
     run_id = client.create_check_run(first)
     fake.fail("PATCH", r"/check-runs/\d+$", status=500, times=1)
     client.update_check_run_batches(run_id, more, present=first["output"]["annotations"])
-    copies = _copies(fake, run_id)
+    copies = annotation_copies(fake, run_id)
     assert len(copies) == 60 and set(copies.values()) == {1}
     assert [c.status for c in fake.calls_to("PATCH", r"/check-runs/\d+$")] == [500, 200]
 
@@ -110,7 +90,7 @@ def test_run_of_unknown_state_skips_the_batches_already_there(world):
     client.update_check_run(run_id, more[0])  # an earlier attempt got this far
     update = {k: v for k, v in first.items() if k != "head_sha"}
     client.update_check_run_batches(run_id, [update, *more], present=None)
-    copies = _copies(fake, run_id)
+    copies = annotation_copies(fake, run_id)
     assert len(copies) == 120 and set(copies.values()) == {1}
     patches = [c.body for c in fake.calls_to("PATCH", r"/check-runs/\d+$")]
     # the first body still completes the run, without its annotations; batch 2 is skipped
@@ -127,4 +107,4 @@ def test_a_repeated_annotation_within_the_outcome_is_kept_twice(world):
     again = {"output": {**first["output"]}}
     fake.fail("PATCH", r"/check-runs/\d+$", status=502, times=1, applied=True)
     client.update_check_run_batches(run_id, [again], present=first["output"]["annotations"])
-    assert _copies(fake, run_id) == Counter({"error 0": 2})
+    assert annotation_copies(fake, run_id) == Counter({"error 0": 2})
